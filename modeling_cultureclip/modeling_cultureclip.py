@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import CLIPConfig, CLIPModel
+from transformers import AutoConfig, CLIPConfig, CLIPModel
 from transformers.models.clip.modeling_clip import CLIPOutput
 
 from .configuration_cultureclip import CultureCLIPConfig
@@ -60,6 +60,10 @@ class CultureCLIPModel(CLIPModel):
         `objective` sets CultureCLIPConfig fields such as `loss_mode="faithful"`.
         """
         if isinstance(clip, str):
+            model_type = AutoConfig.from_pretrained(clip).model_type
+            if model_type not in ("clip", CultureCLIPConfig.model_type):
+                raise ValueError(f"from_clip: {clip!r} is a {model_type!r} checkpoint; expected a CLIP checkpoint "
+                                 "(model_type 'clip'), e.g. openai/clip-vit-base-patch32")
             clip = CLIPModel.from_pretrained(clip)
         if not isinstance(clip, CLIPModel):
             raise TypeError(f"from_clip expects a CLIPModel or a CLIP checkpoint, got {type(clip).__name__}")
