@@ -7,14 +7,14 @@ call and every text in one text call, and returns the CultureCLIP loss with each
 This folder is uploaded as Hub remote code: it imports only torch, transformers and its own files.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import AutoConfig, CLIPConfig, CLIPModel
 from transformers.models.clip.modeling_clip import CLIPOutput
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
 
 from .configuration_cultureclip import CultureCLIPConfig
 from .loss_cultureclip import FeatureGather, ObjectiveSettings, TwinFeatures, cultureclip_loss
@@ -54,7 +54,7 @@ class CultureCLIPModel(CLIPModel):
         super().__init__(config)
 
     @classmethod
-    def from_clip(cls, clip: CLIPModel | str, **objective: Any) -> CultureCLIPModel:
+    def from_clip(cls, clip: CLIPModel | str, **objective: Any) -> "CultureCLIPModel":
         """Build a CultureCLIPModel from a `CLIPModel` (or a checkpoint id/path), copying every weight exactly.
 
         `objective` sets CultureCLIPConfig fields such as `loss_mode="faithful"`.
@@ -141,7 +141,9 @@ class CultureCLIPModel(CLIPModel):
         concept_ids: torch.LongTensor | None = None,
         twin_concept_ids: torch.LongTensor | None = None,
         feature_gather: FeatureGather | None = None,
-        **kwargs: Any,
+        # a real (not stringified) annotation: transformers reads it to see which kwargs, e.g. output_attentions,
+        # the model accepts; hence no `from __future__ import annotations` in this file
+        **kwargs: Unpack[TransformersKwargs],
     ) -> CultureCLIPOutput | CLIPOutput:
         r"""
         Without any `twin_*`/`concept_*` input this is `CLIPModel.forward` unchanged.
