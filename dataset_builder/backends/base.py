@@ -41,6 +41,10 @@ class ChatBackend(Protocol):
         ...
 
 
+class ImageRenderError(RuntimeError):
+    """A backend produced no usable image for a prompt (failed decode, filtered frame, wrong size or type)."""
+
+
 @runtime_checkable
 class ImageBackend(Protocol):
     """Renders one image per prompt; image i depends only on (prompts[i], seeds[i], fields[i])."""
@@ -49,5 +53,5 @@ class ImageBackend(Protocol):
     revision: str | None
 
     def render(self, prompts: list[str], seeds: list[int], fields: list[dict[str, Any]]) -> list[Image.Image]:
-        """Return one PIL image per prompt, in order."""
+        """Return one PIL image per prompt, in order; raise ImageRenderError when an output is unusable."""
         ...

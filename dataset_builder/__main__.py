@@ -1,0 +1,57 @@
+"""Command line: `python -m dataset_builder build ...` and `python -m dataset_builder push ...`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and run a sub-command; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m dataset_builder", description="Build and publish CulTwin.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="build or resume a CulTwin folder")
+    b.add_argument("--recipe", default="demo", help="packaged recipe name (demo, paper) or a YAML path")
+    b.add_argument("--output-dir", required=True)
+    b.add_argument("--limit-pairs", type=int, default=None, help="keep only the first N twin pairs")
+    b.add_argument("--seed", type=int, default=None, help="override the recipe seed")
+    b.add_argument("--no-progress", action="store_true", help="no progress bars (the summary is still printed)")
+    p = sub.add_parser("push", help="upload an exported folder to the Hub")
+    p.add_argument("folder")
+    p.add_argument("--repo-id", required=True)
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="list the files and sizes that would be uploaded")
+    args = parser.parse_args(argv)
+
+    if args.command == "build":
+        from .pipeline import build, print_summary
+
+        summary = build(args.recipe, args.output_dir, limit_pairs=args.limit_pairs, seed=args.seed,
+                        progress=not args.no_progress)
+        if summary.get("exported") is False:
+            print(f"rank {summary['rank']}/{summary['world']}: stages done; rank 0 exports", file=sys.stderr)
+            return 0
+        if args.no_progress:
+            print_summary(summary)
+        print(json.dumps({"output_dir": args.output_dir, "rows": summary["rows"], "total_rows": summary["total_rows"],
+                          "wall_time_s": summary["wall_time_s"]}))
+        return 0
+    from .push import push
+
+    result = push(args.folder, args.repo_id, private=args.private, dry_run=args.dry_run,
+                  token=os.environ.get("HF_TOKEN"))
+    for rel, size in result["files"]:
+        print(f"{size:>12,d}  {rel}")
+    verb = "would upload" if args.dry_run else "uploaded"
+    print(f"{verb} {len(result['files'])} files, {result['total_bytes']:,d} bytes to dataset repo {args.repo_id}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (ValueError, FileNotFoundError) as exc:  # bad input: one clear line and a non-zero exit
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

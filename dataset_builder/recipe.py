@@ -1,0 +1,147 @@
+"""Build recipes: YAML files in `dataset_builder/recipes/` mirrored by typed dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+RECIPE_DIR = Path(__file__).parent / "recipes"
+
+
+@dataclass
+class BackendSpec:
+    """Which backend to build: `kind` is one of the names in `dataset_builder.backends.make_*_backend`."""
+
+    kind: str
+    model_id: str | None = None
+    revision: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ConceptSettings:
+    """Where concepts come from: `curated` (catalog), `top-down` (text model) or `bottom-up` (corpus + VLM)."""
+
+    source: str = "curated"
+    catalog: str | None = None  # curated catalog path; None = the packaged Twemoji catalog
+    countries: list[str] | str = "all"  # ISO codes or "all"
+    categories: list[str] | str = "all"
+    corpus: str | None = None  # bottom-up: local .jsonl or .parquet with `title` and `image` columns
+    prompt: str = "concept.v1"
+    bottom_up_prompt: str = "bottomup.v1"
+
+
+@dataclass
+class TwinSettings:
+    """Twin proposal and similarity check."""
+
+    prompt: str = "twin.v1"
+    embedder: str = "hashed-ngram"  # or "clip:<model path>"
+    min_feature_similarity: float = 0.3  # applied to generated twins; curated pairs are recorded, not filtered
+
+
+@dataclass
+class CaptionSettings:
+    """Contextual captions per side."""
+
+    prompt: str = "captions.v1"
+    per_side: int = 10
+    max_words: int = 15  # a caption must have fewer words than this
+    max_attempts: int = 3  # re-asks (with derived seeds) until `per_side` valid captions exist
+
+
+@dataclass
+class ImageSettings:
+    """Text-to-image settings."""
+
+    width: int = 512
+    height: int = 512
+    steps: int = 4
+    guidance: float = 0.0
+    batch_size: int = 8
+    prompt_suffix: str = ""
+
+
+@dataclass
+class JudgeSettings:
+    """Judge prompt and the keep rule: drop an image if any score <= `drop_if_any_at_most` or mean <= `min_mean`."""
+
+    prompt: str = "judge.v1"
+    batch_size: int = 8
+    drop_if_any_at_most: int = 1
+    min_mean: float = 3.0
+
+
+@dataclass
+class ExportSettings:
+    """Hub export settings."""
+
+    license: str = "cc-by-4.0"
+    pretty_name: str = "CulTwin"
+    split_fractions: dict[str, float] = field(default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1})
+    rows_per_shard: int = 2000
+
+
+@dataclass
+class Recipe:
+    """A full build recipe."""
+
+    name: str
+    seed: int
+    text_backend: BackendSpec
+    image_backend: BackendSpec
+    judge_backend: BackendSpec
+    concepts: ConceptSettings = field(default_factory=ConceptSettings)
+    twins: TwinSettings = field(default_factory=TwinSettings)
+    captions: CaptionSettings = field(default_factory=CaptionSettings)
+    images: ImageSettings = field(default_factory=ImageSettings)
+    judge: JudgeSettings = field(default_factory=JudgeSettings)
+    export: ExportSettings = field(default_factory=ExportSettings)
+    text_batch_size: int = 8
+    limit_pairs: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (for provenance)."""
+        return asdict(self)
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown}; expected some of {sorted(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if isinstance(hint, type) and is_dataclass(hint):
+            kwargs[key] = _build(hint, value, f"{where}.{key}")
+        else:
+            kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """Load `paper`/`demo` (packaged) or a YAML path into a Recipe; errors name the file and field."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = RECIPE_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"recipe {name_or_path!r} not found (packaged recipes: {known})")
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    recipe = _build(Recipe, data, str(path))
+    for attr in ("captions", "images", "judge"):
+        if getattr(recipe, attr).__class__ is dict:  # pragma: no cover - guarded by _build
+            raise ValueError(f"{path}: {attr} must be a mapping")
+    if recipe.captions.per_side < 1 or recipe.captions.max_words < 2:
+        raise ValueError(f"{path}: captions.per_side must be >= 1 and captions.max_words >= 2")
+    return recipe

@@ -1,0 +1,1 @@
+"""Pipeline stages: concepts, twins, captions, images, judge, export (one module each)."""

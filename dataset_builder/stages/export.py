@@ -1,0 +1,135 @@
+"""Stage 6, export: matched twin samples as Hub-layout parquet shards plus a dataset card.
+
+One row is sample k of a twin pair: caption k and image k of the concept and of its twin, kept only when both
+images passed the judge. Splits are made per pair (ordered by a hash of pair_id), so no pair crosses splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..runstore import atomic_write_bytes, atomic_write_json
+from ..schema import Concept, row_features
+from .common import RunContext
+from .images import image_key, read_image_bytes
+from .twins import Pair
+
+SPLITS = ("train", "validation", "test")
+
+
+def _side(prefix: str, c: Concept, caps: list[str], k: int, png: bytes, seed: int, scores: dict[str, int]) -> dict[str, Any]:
+    return {
+        f"{prefix}concept_id": c.concept_id, f"{prefix}concept": c.concept, f"{prefix}country": c.country,
+        f"{prefix}iso_code": c.iso_code, f"{prefix}continent": c.continent, f"{prefix}context": c.context,
+        f"{prefix}visual_features": c.visual_features, f"{prefix}caption": caps[k], f"{prefix}all_captions": list(caps),
+        f"{prefix}image": {"bytes": png, "path": None}, f"{prefix}seed": seed, f"{prefix}judge_scores": dict(scores),
+    }
+
+
+def select_samples(pairs: list[Pair], captions: dict[str, dict[str, Any]], images: dict[str, dict[str, Any]],
+                   judge: dict[str, dict[str, Any]]) -> tuple[list[tuple[Pair, int]], Counter[str]]:
+    """(pair, k) for every matched sample whose two images both passed, and drop counts by reason."""
+    def passed(key: str) -> bool:
+        return images.get(key, {}).get("status") == "ok" and judge.get(key, {}).get("passed") is True
+
+    kept: list[tuple[Pair, int]] = []
+    drops: Counter[str] = Counter()
+    for p in pairs:
+        n = min(len(captions[p.a.concept_id]["captions"]), len(captions[p.b.concept_id]["captions"]))
+        n_kept = 0
+        for k in range(n):
+            ok_a, ok_b = passed(image_key(p.a.concept_id, k)), passed(image_key(p.b.concept_id, k))
+            if ok_a and ok_b:
+                kept.append((p, k))
+                n_kept += 1
+            else:
+                drops["sample_dropped:" + ("both_sides_failed" if not (ok_a or ok_b) else "one_side_failed")] += 1
+        if n_kept == 0:
+            drops["pair_without_samples"] += 1
+    return kept, drops
+
+
+def assign_splits(pair_ids: list[str], fractions: dict[str, float]) -> dict[str, str]:
+    """Pair -> split. Pairs are ordered by sha256(pair_id); test and validation take their fractions (at least one
+    pair each) from the front, train the rest. Needs at least three pairs."""
+    if len(pair_ids) < 3:
+        raise ValueError(f"export needs at least 3 kept twin pairs to fill train/validation/test, got {len(pair_ids)}")
+    order = sorted(pair_ids, key=lambda p: hashlib.sha256(p.encode()).hexdigest())
+    n = len(order)
+    n_test = max(1, round(n * fractions.get("test", 0.1)))
+    n_val = max(1, round(n * fractions.get("validation", 0.1)))
+    n_val = min(n_val, n - n_test - 1)
+    out = {p: "test" for p in order[:n_test]}
+    out.update({p: "validation" for p in order[n_test : n_test + n_val]})
+    out.update({p: "train" for p in order[n_test + n_val :]})
+    return out
+
+
+def run(ctx: RunContext, output_dir: Path, pairs: list[Pair], concepts: dict[str, Concept],
+        captions: dict[str, dict[str, Any]], images: dict[str, dict[str, Any]], judge: dict[str, dict[str, Any]],
+        stats: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
+    """Write `output_dir/data/*.parquet`, `README.md` and `provenance.json`; return the export summary."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    kept, drops = select_samples(pairs, captions, images, judge)
+    split_of = assign_splits(sorted({p.pair_id for p, _ in kept}), ctx.recipe.export.split_fractions)
+    features = row_features()
+    schema = features.arrow_schema
+    text_model = ctx.text_backend.model_id if ctx.text_backend is not None else "unknown"
+
+    def rows(samples: list[tuple[Pair, int]]) -> Iterator[dict[str, Any]]:
+        for p, k in samples:
+            row: dict[str, Any] = {"pair_id": p.pair_id, "sample_index": k}
+            for prefix, c in (("", concepts[p.a.concept_id]), ("twin_", concepts[p.b.concept_id])):
+                key = image_key(c.concept_id, k)
+                img_rec = images[key]
+                row.update(_side(prefix, c, captions[c.concept_id]["captions"], k, read_image_bytes(ctx, img_rec),
+                                 img_rec["seed"], judge[key]["scores"]))
+                if not prefix:
+                    row["category"] = c.category
+                    row["image_model"] = img_rec["model_id"]
+            row.update({"source": p.source, "text_model": text_model})
+            yield row
+
+    data_dir = output_dir / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    split_rows: dict[str, int] = {}
+    split_bytes: dict[str, int] = {}
+    per_shard = max(1, ctx.recipe.export.rows_per_shard)
+    for split in SPLITS:
+        samples = [(p, k) for p, k in kept if split_of[p.pair_id] == split]
+        samples.sort(key=lambda pk: (pk[0].pair_id, pk[1]))
+        n_shards = max(1, math.ceil(len(samples) / per_shard))
+        split_rows[split], split_bytes[split] = len(samples), 0
+        for i in range(n_shards):
+            chunk = samples[i * per_shard : (i + 1) * per_shard]
+            encoded = [features.encode_example(r) for r in rows(chunk)]
+            table = pa.Table.from_pylist(encoded, schema=schema)
+            name = f"{split}-{i:05d}-of-{n_shards:05d}.parquet"
+            tmp = data_dir / f".tmp-{name}"
+            pq.write_table(table, tmp)
+            os.replace(tmp, data_dir / name)
+            split_bytes[split] += table.nbytes
+            written.append(name)
+    for stale in data_dir.glob("*.parquet"):
+        if stale.name not in written:
+            stale.unlink()  # shards of an earlier export with another shard count
+
+    export_stats = {"rows": split_rows, "pairs": dict(Counter(split_of.values())), "sample_drops": dict(sorted(drops.items()))}
+    stats = {**stats, "export": export_stats}
+    atomic_write_json(output_dir / "provenance.json", {**provenance, "statistics": stats})
+    from ..card import write_card
+
+    write_card(output_dir, ctx.recipe, features, split_rows, split_bytes, provenance, stats)
+    summary = {"rows": split_rows, "total_rows": sum(split_rows.values()), "shards": written, "statistics": stats}
+    atomic_write_bytes(ctx.run_dir / "export" / "summary.json",
+                       json.dumps(summary, indent=1, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+    return summary

@@ -1,0 +1,82 @@
+"""Stage 5, judge: the VLM scores each image 1-5 on authenticity, consistency and cultural fidelity.
+
+Keep rule (released setup): drop an image if any score is at most `drop_if_any_at_most` (1) or the mean is at most
+`min_mean` (3). An unparseable verdict drops the image with the parse reason; it is never given default scores.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from typing import Any
+
+from PIL import Image
+
+from ..parsing import Rejected, parse_judge
+from ..prompts import load_prompt, make_request
+from ..runstore import derive_seed
+from ..schema import Concept
+from .common import RunContext, load_records, ok, rejected, run_items
+from .images import image_fields, read_image_bytes
+
+STAGE = "judge"
+
+
+def verdict(scores: dict[str, int], drop_if_any_at_most: int, min_mean: float) -> list[str]:
+    """Reasons to drop an image under the keep rule (empty list = keep)."""
+    reasons = []
+    if min(scores.values()) <= drop_if_any_at_most:
+        reasons.append(f"score_at_most_{drop_if_any_at_most}")
+    if sum(scores.values()) / len(scores) <= min_mean:
+        reasons.append(f"mean_at_most_{min_mean:g}")
+    return reasons
+
+
+def run(ctx: RunContext, concepts: dict[str, Concept], captions: dict[str, dict[str, Any]],
+        images: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Judge records by image key for every kept image."""
+    settings = ctx.recipe.judge
+    prompt = load_prompt(settings.prompt)
+    keys = sorted(k for k, rec in images.items() if rec["status"] == "ok")
+
+    def process(batch: list[str]) -> dict[str, dict[str, Any]]:
+        requests = []
+        for key in batch:
+            rec = images[key]
+            c = concepts[rec["concept_id"]]
+            caption = captions[c.concept_id]["captions"][rec["index"]]
+            image = Image.open(io.BytesIO(read_image_bytes(ctx, rec))).convert("RGB")
+            requests.append(make_request("judge", prompt, image_fields(c, caption),
+                                         derive_seed(ctx.recipe.seed, STAGE, key), image))
+        answers = ctx.judge_backend.generate(requests)
+        out = {}
+        for key, req, answer in zip(batch, requests, answers):
+            meta = {"answer": str(answer)[:2000], "seed": req.seed, "prompt": prompt.version,
+                    "judge_model": ctx.judge_backend.model_id, "judge_revision": ctx.judge_backend.revision}
+            try:
+                scores = parse_judge(answer)
+            except Rejected as exc:
+                out[key] = rejected(f"judge_unparseable:{exc.reason}", passed=False, **meta)
+                continue
+            drops = verdict(scores, settings.drop_if_any_at_most, settings.min_mean)
+            out[key] = ok(scores=scores, passed=not drops, drop_reasons=drops, **meta)
+        return out
+
+    run_items(ctx, STAGE, keys, settings.batch_size, process)
+    return load_records(ctx, STAGE, keys)
+
+
+def judge_summary(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Pass rate and drop reasons over judged images."""
+    reasons: Counter[str] = Counter()
+    passed = 0
+    for rec in records.values():
+        if rec["status"] != "ok":
+            reasons[rec["reason"]] += 1
+        elif rec["passed"]:
+            passed += 1
+        else:
+            reasons.update(rec["drop_reasons"])
+    total = len(records)
+    return {"judged": total, "passed": passed, "pass_rate": round(passed / total, 4) if total else None,
+            "drop_reasons": dict(sorted(reasons.items()))}
