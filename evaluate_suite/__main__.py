@@ -1,0 +1,84 @@
+"""Command line: `python -m evaluate_suite run ...` and `python -m evaluate_suite report ...`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from .errors import EvalDataError
+
+
+def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name or not rest:
+            raise SystemExit(f"{flag} expects NAME=VALUE, got {value!r}")
+        out[name] = rest
+    return out
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .tasks import BENCHMARKS
+
+    parser = argparse.ArgumentParser(prog="python -m evaluate_suite", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="evaluate a model and write one JSON per (benchmark, task)")
+    run.add_argument("--model", required=True, help="checkpoint path or Hub id")
+    run.add_argument("--benchmarks", required=True, help=f"comma-separated: {', '.join(sorted(BENCHMARKS))}")
+    run.add_argument("--output-dir", required=True)
+    run.add_argument("--data-dir", action="append", default=[], metavar="NAME=PATH",
+                     help="local folder replacing a benchmark's Hub dataset (repeatable)")
+    run.add_argument("--batch-size", type=int, default=64)
+    run.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="distractor seeds, e.g. 0,1,2")
+    run.add_argument("--revision", default=None)
+    run.add_argument("--trust-remote-code", action="store_true")
+    run.add_argument("--bootstrap-resamples", type=int, default=1000)
+    run.add_argument("--device", default=None)
+    report = sub.add_parser("report", help="tables, model-index, .eval_results and plots from result JSONs")
+    report.add_argument("--results", required=True)
+    report.add_argument("--output-dir", required=True)
+    report.add_argument("--dataset-id", action="append", default=[], metavar="NAME=HUB_ID",
+                        help="Hub dataset id for a benchmark evaluated from a local folder (repeatable)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "run":
+            from .runner import run_benchmarks
+
+            paths = run_benchmarks(
+                args.model, [b.strip() for b in args.benchmarks.split(",") if b.strip()], args.output_dir,
+                data_dirs=_pairs(args.data_dir, "--data-dir"), seeds=args.seeds, batch_size=args.batch_size,
+                revision=args.revision, trust_remote_code=args.trust_remote_code,
+                bootstrap_resamples=args.bootstrap_resamples, device=args.device,
+            )
+            for path in paths:
+                print(os.fspath(path))
+        else:
+            from .report import build_report
+
+            summary = build_report(args.results, args.output_dir, _pairs(args.dataset_id, "--dataset-id"))
+            print(json.dumps({k: v for k, v in summary.items() if k != "files"}, indent=2))
+    except (EvalDataError, ValueError, KeyError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Local `evaluate` metric module folder (the package marker lets it ship in wheels)."""
