@@ -1,0 +1,297 @@
+"""Training arguments: one typed dataclass, YAML recipes that mirror it, and command-line overrides.
+
+A recipe is a YAML mapping of `TrainArgs` fields, optionally naming another recipe under `inherit:` whose values
+it overrides. Built-in recipes live in `cultureclip_training/recipes/`; any other YAML path works too. Every field
+can then be overridden on the command line as `--field value`, `--field=value` or, for booleans, a bare `--field`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RECIPE_DIR = Path(__file__).parent / "recipes"
+OBJECTIVES = ("cultureclip", "clip")
+FINETUNE_MODES = ("lora", "full")
+TINY_MODEL = "tiny"
+
+
+class RecipeError(ValueError):
+    """A recipe or command line names an unknown field or gives a value of the wrong type."""
+
+
+@dataclass
+class TrainArgs:
+    """Every setting of a training run (see the recipes for the published values).
+
+    Batch terms: a step sees `per_device_batch_size * micro_batches * world_size` twin pairs (one pair per row;
+    for `objective: clip` one (image, caption) example per side). Micro-batches are combined by feature caching,
+    so the loss of a step is the loss of the whole effective batch, with every negative in it.
+    """
+
+    # what to train
+    model: str = "openai/clip-vit-base-patch32"  # Hub id, local dir (CLIP or CultureCLIP), or "tiny" (fresh random)
+    dataset: str = ""  # Hub id or local folder readable by datasets.load_dataset
+    dataset_config: str | None = None
+    train_split: str = "train"
+    max_train_samples: int | None = None  # first N rows only (quick runs)
+    output_dir: str = "outputs/cultureclip"
+    recipe: str | None = None  # filled in with the recipe's name
+
+    # objective
+    objective: str = "cultureclip"  # "cultureclip" (twin pairs kept together) or "clip" (rows split, shuffled)
+    loss_mode: str = "improved"
+    caption_loss_weight: float = 0.5
+    concept_loss_weight: float = 0.5
+    use_twin_negatives: bool = True
+    normalize_features: bool | None = None  # None: the loss mode's preset
+    symmetric_twin_negatives: bool | None = None
+    mask_false_negatives: bool | None = None
+    logit_scale_max: float | None = None
+    train_logit_scale: bool = False
+
+    # what is trained
+    finetune: str = "lora"  # "lora" (PEFT adapters) or "full"
+    lora_rank: int = 4
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.1
+    lora_towers: list[str] = field(default_factory=lambda: ["text", "vision"])
+    lora_layers: str = "all"
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    lora_projections: bool = False
+
+    # optimisation
+    per_device_batch_size: int = 128
+    micro_batches: int = 1  # micro-batches per step, combined by feature caching
+    epochs: float = 10.0
+    max_steps: int | None = None  # overrides epochs when set
+    learning_rate: float = 1e-5
+    weight_decay: float = 0.1
+    warmup_steps: int = 100
+    lr_scheduler: str = "cosine"  # any transformers.get_scheduler name
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float | None = 1.0
+    mixed_precision: str | None = None  # "no", "fp16", "bf16"; None: accelerate's launch config decides
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    num_workers: int = 0
+
+    # checkpoints and logging
+    checkpoint_every: int = 500  # steps; 0 disables
+    keep_checkpoints: int = 3
+    resume: str | None = None  # "latest" or a checkpoint folder
+    log_every: int = 10
+    report_to: str = "auto"  # "auto" (TensorBoard when installed), "tensorboard", "none"
+    progress_bar: bool = True
+
+    # end artifacts
+    save_artifacts: bool = True
+    wise_ft_alpha: float | None = None
+    license: str = "mit"
+    card_base_model: str | None = None  # Hub id for the card when `model` is a local folder
+    card_dataset: str | None = None  # Hub id for the card when `dataset` is a local folder
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+    hub_private: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise RecipeError naming the field when a value is out of range."""
+        def fail(name: str, expected: str) -> None:
+            raise RecipeError(f"{name}={getattr(self, name)!r}: expected {expected}")
+
+        if self.objective not in OBJECTIVES:
+            fail("objective", f"one of {OBJECTIVES}")
+        if self.finetune not in FINETUNE_MODES:
+            fail("finetune", f"one of {FINETUNE_MODES}")
+        for name in ("per_device_batch_size", "micro_batches"):
+            if getattr(self, name) < 1:
+                fail(name, "an integer >= 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            fail("max_steps", "an integer >= 1 or null")
+        if self.max_steps is None and not self.epochs > 0:
+            fail("epochs", "a number > 0 (or set max_steps)")
+        if self.learning_rate <= 0:
+            fail("learning_rate", "a number > 0")
+        if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
+            fail("checkpoint_every" if self.checkpoint_every < 0 else "keep_checkpoints", "a non-negative count")
+        if self.mixed_precision not in (None, "no", "fp16", "bf16"):
+            fail("mixed_precision", "no, fp16, bf16 or null")
+        if self.report_to not in ("auto", "tensorboard", "none"):
+            fail("report_to", "auto, tensorboard or none")
+        if self.wise_ft_alpha is not None and not 0.0 <= self.wise_ft_alpha <= 1.0:
+            fail("wise_ft_alpha", "a number in [0, 1] or null")
+        if self.push_to_hub and not self.hub_model_id:
+            raise RecipeError("push_to_hub needs hub_model_id (e.g. --hub-model-id user/cultureclip-b32)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainArgs))
+_HINTS = typing.get_type_hints(TrainArgs)
+
+
+def builtin_recipes() -> list[str]:
+    """Names of the recipes shipped in cultureclip_training/recipes/."""
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def _recipe_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise RecipeError(f"recipe file {path} does not exist")
+        return path
+    builtin = RECIPE_DIR / f"{name_or_path}.yaml"
+    if not builtin.is_file():
+        raise RecipeError(f"unknown recipe {name_or_path!r}: expected one of {builtin_recipes()} or a .yaml path")
+    return builtin
+
+
+def read_recipe(name_or_path: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The field values of a recipe, with `inherit:` chains resolved (later files override earlier ones)."""
+    path = _recipe_path(name_or_path)
+    if str(path.resolve()) in _seen:
+        raise RecipeError(f"recipe {path} inherits from itself")
+    with open(path, encoding="utf-8") as handle:
+        values = yaml.safe_load(handle) or {}
+    if not isinstance(values, dict):
+        raise RecipeError(f"recipe {path}: expected a mapping of field: value, got {type(values).__name__}")
+    parent = values.pop("inherit", None)
+    merged = read_recipe(parent, _seen + (str(path.resolve()),)) if parent else {}
+    for key, value in values.items():
+        merged[key] = coerce(key, value, source=str(path))
+    return merged
+
+
+def _allows_none(hint: Any) -> bool:
+    return isinstance(hint, types.UnionType | typing._UnionGenericAlias) and type(None) in typing.get_args(hint)
+
+
+def _base_type(hint: Any) -> Any:
+    if isinstance(hint, types.UnionType | typing._UnionGenericAlias):
+        return next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
+def coerce(name: str, value: Any, source: str = "command line") -> Any:
+    """Check that `name` is a TrainArgs field and convert `value` (a YAML value or CLI string) to its type."""
+    if name not in _HINTS:
+        raise RecipeError(f"unknown field {name!r} in {source}; valid fields: {', '.join(FIELD_NAMES)}")
+    hint = _HINTS[name]
+    if isinstance(value, str) and source == "command line":
+        # CLI strings take YAML's reading (numbers, booleans, null, [lists]); plain str fields keep the raw text
+        parsed = yaml.safe_load(value) if value.strip() else value
+        value = value if _base_type(hint) is str and parsed is not None else parsed
+    if value is None:
+        if _allows_none(hint):
+            return None
+        raise RecipeError(f"{name}: null given in {source}, but the field needs a value")
+    base = _base_type(hint)
+    origin = typing.get_origin(base)
+    try:
+        if origin is list:
+            items = [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else value
+            if not isinstance(items, list):
+                raise TypeError
+            return [str(item) for item in items]
+        if base is bool:
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if base is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value)
+        if base is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if base is str:
+            if isinstance(value, bool | list | dict):
+                raise TypeError
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    raise RecipeError(f"{name}={value!r} in {source}: expected {hint if isinstance(hint, str) else _type_name(hint)}")
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint)
+
+
+def parse_overrides(argv: list[str]) -> dict[str, Any]:
+    """Turn `--field value` / `--field=value` / bare boolean `--field` items into typed field values."""
+    values: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if not token.startswith("--"):
+            raise RecipeError(f"unexpected argument {token!r}: expected --field value")
+        key, eq, raw = token[2:].partition("=")
+        name = key.replace("-", "_")
+        if name not in _HINTS:
+            raise RecipeError(f"unknown field {key!r} on the command line; valid fields: {', '.join(FIELD_NAMES)}")
+        if not eq:
+            has_value = i + 1 < len(argv) and not argv[i + 1].startswith("--")
+            if not has_value and _base_type(_HINTS[name]) is bool:
+                values[name] = True
+                i += 1
+                continue
+            if not has_value:
+                raise RecipeError(f"--{key} needs a value")
+            raw = argv[i + 1]
+            i += 1
+        values[name] = coerce(name, raw)
+        i += 1
+    return values
+
+
+def build_args(recipe: str | None = None, overrides: dict[str, Any] | None = None) -> TrainArgs:
+    """TrainArgs from a recipe (name or YAML path) with `overrides` (already-typed values or CLI strings) on top."""
+    values = read_recipe(recipe) if recipe else {}
+    for name, value in (overrides or {}).items():
+        values[name] = coerce(name, value, source="overrides") if not isinstance(value, str) else coerce(name, value)
+    if recipe and "recipe" not in (overrides or {}):
+        values["recipe"] = recipe
+    return TrainArgs(**values)
+
+
+def parse_command_line(argv: list[str]) -> TrainArgs:
+    """`--recipe NAME_OR_YAML` plus field overrides -> TrainArgs."""
+    recipe = None
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--recipe":
+            if i + 1 >= len(argv):
+                raise RecipeError("--recipe needs a name or a YAML path")
+            recipe = argv[i + 1]
+            i += 2
+            continue
+        if token.startswith("--recipe="):
+            recipe = token.split("=", 1)[1]
+        else:
+            rest.append(token)
+        i += 1
+    overrides = parse_overrides(rest)
+    values = read_recipe(recipe) if recipe else {}
+    values.update(overrides)
+    values.setdefault("recipe", recipe)
+    return TrainArgs(**values)
+
+
+__all__ = ["FIELD_NAMES", "OBJECTIVES", "RecipeError", "TINY_MODEL", "TrainArgs", "build_args", "builtin_recipes",
+           "coerce", "parse_command_line", "parse_overrides", "read_recipe"]
