@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import REPO, rows_fingerprint, run_cli
+from builder_helpers import REPO, rows_fingerprint, run_cli
 
 SCHEMA = {"pair_id", "sample_index", "concept_id", "concept", "country", "iso_code", "continent", "category", "context",
           "visual_features", "caption", "all_captions", "image", "seed", "judge_scores", "twin_concept_id",

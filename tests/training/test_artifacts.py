@@ -15,7 +15,7 @@ from cultureclip_training.artifacts import push_artifacts
 from modeling_cultureclip import CultureCLIPModel
 from transformers import CLIPProcessor
 
-from conftest import run_args, subprocess_env
+from training_helpers import run_args, subprocess_env
 
 # runs where neither modeling_cultureclip nor cultureclip_training can be imported (the package is installed
 # editable, so block it on the import path itself)

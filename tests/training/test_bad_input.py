@@ -10,7 +10,7 @@ from cultureclip_training import DatasetSchemaError, TrainingDiverged, train
 from cultureclip_training.checkpointing import list_checkpoints, verify
 from modeling_cultureclip import CultureCLIPModel
 
-from conftest import REPO, cultwin_dataset, run_args, subprocess_env, write_cultwin
+from training_helpers import REPO, cultwin_dataset, run_args, subprocess_env, write_cultwin
 
 
 def test_missing_column(tmp_path, cultwin_dir, tiny_model_dir):

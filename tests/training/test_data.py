@@ -8,7 +8,7 @@ from cultureclip_training.feature_cache import clip_contrastive_loss
 from modeling_cultureclip import CultureCLIPModel
 from transformers import CLIPProcessor
 
-from conftest import cultwin_dataset
+from training_helpers import cultwin_dataset
 
 
 def test_twin_batch_from_rows_padded_to_longest(tiny_model_dir):

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO, subprocess_env
+from training_helpers import REPO, subprocess_env
 
 
 def _free_port() -> int:

@@ -9,7 +9,7 @@ from cultureclip_training import train
 from modeling_cultureclip import CultureCLIPModel
 from transformers import CLIPProcessor
 
-from conftest import run_args
+from training_helpers import run_args
 
 
 def _negclip(image, text, twin_text, scale):

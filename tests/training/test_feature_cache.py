@@ -8,7 +8,7 @@ from cultureclip_training.feature_cache import FeatureEncoder, cached_step, obje
 from modeling_cultureclip import CultureCLIPModel, ObjectiveSettings
 from modeling_cultureclip.tiny import build_word_tokenizer, tiny_config, tiny_processor, words_of
 
-from conftest import cultwin_dataset, cultwin_rows
+from training_helpers import cultwin_dataset, cultwin_rows
 
 
 def _setup(objective: str, loss_mode: str):

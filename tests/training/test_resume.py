@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from cultureclip_training import train
 from cultureclip_training.checkpointing import list_checkpoints
 
-from conftest import REPO, cli_overrides, run_args, subprocess_env
+from training_helpers import REPO, cli_overrides, run_args, subprocess_env
 
 KILLED_RUN = """
 import json, os, signal, sys
