@@ -23,7 +23,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoTokenizer, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, get_scheduler
+from transformers import AutoConfig, AutoTokenizer, CLIPImageProcessorPil, CLIPProcessor, get_scheduler
 
 from modeling_cultureclip import CultureCLIPModel, ObjectiveSettings
 from modeling_cultureclip.tiny import build_word_tokenizer, tiny_config, tiny_processor, words_of
@@ -88,13 +88,10 @@ def load_model(args: TrainArgs, dataset: datasets.Dataset, model: Any = None,
         model = CultureCLIPModel(tiny_config(len(tokenizer)))
         processor = processor or tiny_processor(tokenizer)
     else:
-        config = AutoConfig.from_pretrained(args.model)
-        if config.model_type == "cultureclip":
+        if AutoConfig.from_pretrained(args.model).model_type == "cultureclip":
             model = CultureCLIPModel.from_pretrained(args.model)
-        elif config.model_type == "clip":
-            model = CultureCLIPModel.from_clip(CLIPModel.from_pretrained(args.model))
         else:
-            raise ValueError(f"model {args.model!r} has model_type {config.model_type!r}; expected clip or cultureclip")
+            model = CultureCLIPModel.from_clip(args.model)  # raises unless it is a CLIP checkpoint
         if processor is None:
             processor = CLIPProcessor(image_processor=CLIPImageProcessorPil.from_pretrained(args.model),
                                       tokenizer=AutoTokenizer.from_pretrained(args.model))
