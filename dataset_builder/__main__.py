@@ -18,6 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--limit-pairs", type=int, default=None, help="keep only the first N twin pairs")
     b.add_argument("--seed", type=int, default=None, help="override the recipe seed")
     b.add_argument("--no-progress", action="store_true", help="no progress bars (the summary is still printed)")
+    from .cultureverse import add_cli as _add_cultureverse
+
+    _add_cultureverse(sub)
     p = sub.add_parser("push", help="upload an exported folder to the Hub")
     p.add_argument("folder")
     p.add_argument("--repo-id", required=True)
@@ -25,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="list the files and sizes that would be uploaded")
     args = parser.parse_args(argv)
 
+    if args.command == "build-cultureverse":
+        from .cultureverse import run_cli as _run_cultureverse
+
+        summary = _run_cultureverse(args)
+        print(json.dumps({"output_dir": args.output_dir, "rows": summary["rows"], "statistics": summary["statistics"]}))
+        return 0
     if args.command == "build":
         from .pipeline import build, print_summary
 

@@ -35,6 +35,7 @@ _CUE = re.compile(
 _LEADING = re.compile(r"^\(?\[?([A-Za-z])\]?\)?(?:\s*$|\s*[.):\n]|\s+-\s)")
 _MARKED = re.compile(r"(?<![A-Za-z])\(([A-Za-z])\)|(?<![A-Za-z(])([A-Za-z])\)")
 _BARE_CAPITAL = re.compile(r"(?<![A-Za-z'’])([A-Z])(?![A-Za-z'’])")
+_ARTICLE = re.compile(r"[Aa]\s+(?!(?:or|and|nor)\b)[a-z]")
 _WORDS = re.compile(r"[^\W_]+", re.UNICODE)
 
 
@@ -68,9 +69,16 @@ def _letters_in_range(letters: list[str], n_options: int) -> tuple[set[int], boo
     return out, outside
 
 
+def _is_article(text: str, start: int) -> bool:
+    """Whether the "a"/"A" at `start` is the English article (followed by a word other than or/and/nor)."""
+    return bool(_ARTICLE.match(text, start))
+
+
 def _cue_letters(text: str) -> list[str]:
     letters: list[str] = []
     for match in _CUE.finditer(text):
+        if _is_article(text, match.start(1)):  # "the answer is a sari"
+            continue
         letters.append(match.group(1))
         letters.extend(re.findall(r"([A-Za-z])(?![A-Za-z])", match.group(2) or ""))
     return letters
@@ -125,7 +133,7 @@ def parse_choice(answer: object, options: list[str]) -> ParsedChoice:
             return result
     # A capital in the option range counts, except a sentence-initial article "A" before a lower-case word.
     bare = [m.group(1) for m in _BARE_CAPITAL.finditer(text) if ord(m.group(1)) - ord("A") < n
-            and not (m.group(1) == "A" and re.match(r"A\s+[a-z]", text[m.start():]))]
+            and not _is_article(text, m.start())]
     if bare:
         result = decide(bare, "bare")
         if result is not None:

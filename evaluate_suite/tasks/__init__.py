@@ -15,3 +15,5 @@ __all__ = [
     "GlobalRGGrounding", "GlobalRGRetrieval", "ImageNetZeroShot", "MultipleChoiceBenchmark", "RetrievalBenchmark",
     "TaskResult", "ZeroShotBenchmark", "get_benchmark", "register",
 ]
+
+from .. import vlm as _vlm  # noqa: E402,F401  (registers cultureverse_vlm; imported last, it builds on these tasks)
