@@ -47,7 +47,8 @@ def hub_id_or_none(value: str | None) -> str | None:
     return None
 
 
-def _atomic_dir(target: Path, write: Callable[[Path], Any]) -> Path:
+def atomic_dir(target: Path, write: Callable[[Path], Any]) -> Path:
+    """Write a folder through `write(temporary)` and move it over `target` in one step."""
     temporary = target.with_name(f".tmp-{target.name}")
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir(parents=True)
@@ -98,7 +99,7 @@ def write_artifacts(args: TrainArgs, trained: Any, processor: Any, summary: dict
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     is_lora = args.finetune == "lora"
-    adapter_dir = _atomic_dir(output / "adapter", lambda d: save_adapter(trained, d)) if is_lora else None
+    adapter_dir = atomic_dir(output / "adapter", lambda d: save_adapter(trained, d)) if is_lora else None
     merged: CultureCLIPModel = merge_lora(trained) if is_lora else trained
     card = render_card(args, summary, has_adapter=is_lora)
 
@@ -109,7 +110,7 @@ def write_artifacts(args: TrainArgs, trained: Any, processor: Any, summary: dict
             card.save(directory / "README.md")
         return write
 
-    model_dir = _atomic_dir(output / "model", write_model(merged))
+    model_dir = atomic_dir(output / "model", write_model(merged))
     wise_dir = None
     if args.wise_ft_alpha is not None:
         if base_state is None:
@@ -117,7 +118,7 @@ def write_artifacts(args: TrainArgs, trained: Any, processor: Any, summary: dict
         base = CultureCLIPModel(merged.config)
         base.load_state_dict(base_state)
         mixed = wise_ft(base, merged, args.wise_ft_alpha)
-        wise_dir = _atomic_dir(output / f"model-wise-ft-{args.wise_ft_alpha:g}", write_model(mixed))
+        wise_dir = atomic_dir(output / f"model-wise-ft-{args.wise_ft_alpha:g}", write_model(mixed))
     return Artifacts(model_dir=model_dir, adapter_dir=adapter_dir, wise_ft_dir=wise_dir), merged
 
 

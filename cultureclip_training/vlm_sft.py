@@ -14,7 +14,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import string
 import types
 import typing
@@ -28,6 +27,7 @@ import torch
 import yaml
 
 from . import checkpointing as ckpt
+from .artifacts import atomic_dir
 from .loop import TrainingDiverged
 from .recipes import RecipeError
 
@@ -306,17 +306,6 @@ def apply_vlm_lora(model: Any, args: VLMTrainArgs) -> Any:
     return peft_model
 
 
-def _atomic_dir(target: Path, write: Callable[[Path], Any]) -> Path:
-    temporary = target.with_name(f".tmp-{target.name}")
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
-    write(temporary)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(temporary, target)
-    return target
-
-
 def _card(args: VLMTrainArgs, summary: dict[str, Any]) -> str:
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -457,7 +446,7 @@ def train_vlm(args: VLMTrainArgs, dataset: Any = None, model: Any = None, proces
             (directory / "README.md").write_text(_card(args, summary), encoding="utf-8")
             (directory / "train_args.json").write_text(json.dumps(args.to_dict(), indent=2), encoding="utf-8")
 
-        result.adapter_dir = _atomic_dir(output / "adapter", write)
+        result.adapter_dir = atomic_dir(output / "adapter", write)
     accelerator.wait_for_everyone()
     accelerator.print(f"done: {result.steps} steps, {result.examples_seen} examples")
     return result
