@@ -138,41 +138,160 @@ class TrainArgs:
         return dataclasses.asdict(self)
 
 
-FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainArgs))
-_HINTS = typing.get_type_hints(TrainArgs)
+class RecipeSchema:
+    """Recipes and command-line overrides for one typed argument dataclass.
+
+    `read` resolves a recipe (a packaged name in `recipe_dir` or a YAML path, with `inherit:` chains), `coerce`
+    checks a field name and converts a YAML value or CLI string to the field's type, `parse_command_line` turns
+    `--recipe NAME --field value ...` into the dataclass.
+    """
+
+    def __init__(self, args_type: type, recipe_dir: Path):
+        self.args_type = args_type
+        self.recipe_dir = recipe_dir
+        self.field_names = tuple(f.name for f in dataclasses.fields(args_type))
+        self.hints = typing.get_type_hints(args_type)
+
+    def builtin(self) -> list[str]:
+        """Names of the recipes shipped in `recipe_dir`."""
+        return sorted(p.stem for p in self.recipe_dir.glob("*.yaml"))
+
+    def _path(self, name_or_path: str) -> Path:
+        path = Path(name_or_path)
+        if path.suffix in (".yaml", ".yml"):
+            if not path.is_file():
+                raise RecipeError(f"recipe file {path} does not exist")
+            return path
+        builtin = self.recipe_dir / f"{name_or_path}.yaml"
+        if not builtin.is_file():
+            raise RecipeError(f"unknown recipe {name_or_path!r}: expected one of {self.builtin()} or a .yaml path")
+        return builtin
+
+    def read(self, name_or_path: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The field values of a recipe, with `inherit:` chains resolved (later files override earlier ones)."""
+        path = self._path(name_or_path)
+        if str(path.resolve()) in _seen:
+            raise RecipeError(f"recipe {path} inherits from itself")
+        with open(path, encoding="utf-8") as handle:
+            values = yaml.safe_load(handle) or {}
+        if not isinstance(values, dict):
+            raise RecipeError(f"recipe {path}: expected a mapping of field: value, got {type(values).__name__}")
+        parent = values.pop("inherit", None)
+        merged = self.read(parent, _seen + (str(path.resolve()),)) if parent else {}
+        for key, value in values.items():
+            merged[key] = self.coerce(key, value, source=str(path))
+        return merged
+
+    def coerce(self, name: str, value: Any, source: str = "command line") -> Any:
+        """Check that `name` is a field and convert `value` (a YAML value or CLI string) to its type."""
+        if name not in self.hints:
+            raise RecipeError(f"unknown field {name!r} in {source}; valid fields: {', '.join(self.field_names)}")
+        hint = self.hints[name]
+        if isinstance(value, str) and source == "command line":
+            # CLI strings take YAML's reading (numbers, booleans, null, [lists]); str fields keep the raw text
+            # (which need not be valid YAML), except that null/~ still means None
+            if _base_type(hint) is str:
+                value = None if value.strip() in _YAML_NULLS else value
+            elif value.strip():
+                try:
+                    value = yaml.safe_load(value)
+                except yaml.YAMLError:
+                    raise RecipeError(f"{name}={value!r} on the command line: expected {_type_name(hint)}") from None
+        if value is None:
+            if _allows_none(hint):
+                return None
+            raise RecipeError(f"{name}: null given in {source}, but the field needs a value")
+        base = _base_type(hint)
+        origin = typing.get_origin(base)
+        try:
+            if origin is list:
+                items = [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else value
+                if not isinstance(items, list):
+                    raise TypeError
+                return [str(item) for item in items]
+            if base is bool:
+                if not isinstance(value, bool):
+                    raise TypeError
+                return value
+            if base is int:
+                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                    raise TypeError
+                return int(value)
+            if base is float:
+                if isinstance(value, bool):
+                    raise TypeError
+                return float(value)
+            if base is str:
+                if isinstance(value, bool | list | dict):
+                    raise TypeError
+                return str(value)
+        except (TypeError, ValueError):
+            pass
+        raise RecipeError(f"{name}={value!r} in {source}: expected {_type_name(hint)}")
+
+    def parse_overrides(self, argv: list[str]) -> dict[str, Any]:
+        """Turn `--field value` / `--field=value` / bare boolean `--field` items into typed field values."""
+        values: dict[str, Any] = {}
+        i = 0
+        while i < len(argv):
+            token = argv[i]
+            if not token.startswith("--"):
+                raise RecipeError(f"unexpected argument {token!r}: expected --field value")
+            key, eq, raw = token[2:].partition("=")
+            name = key.replace("-", "_")
+            if name not in self.hints:
+                raise RecipeError(
+                    f"unknown field {key!r} on the command line; valid fields: {', '.join(self.field_names)}")
+            if not eq:
+                has_value = i + 1 < len(argv) and not argv[i + 1].startswith("--")
+                if not has_value and _base_type(self.hints[name]) is bool:
+                    values[name] = True
+                    i += 1
+                    continue
+                if not has_value:
+                    raise RecipeError(f"--{key} needs a value")
+                raw = argv[i + 1]
+                i += 1
+            values[name] = self.coerce(name, raw)
+            i += 1
+        return values
+
+    def build(self, recipe: str | None = None, overrides: dict[str, Any] | None = None) -> Any:
+        """The dataclass from a recipe with `overrides` (already-typed values or CLI strings) on top."""
+        values = self.read(recipe) if recipe else {}
+        for name, value in (overrides or {}).items():
+            values[name] = self.coerce(name, value, source="overrides" if not isinstance(value, str) else
+                                       "command line")
+        if recipe and "recipe" not in (overrides or {}):
+            values["recipe"] = recipe
+        return self.args_type(**values)
+
+    def parse_command_line(self, argv: list[str]) -> Any:
+        """`--recipe NAME_OR_YAML` plus field overrides -> the dataclass."""
+        recipe = None
+        rest: list[str] = []
+        i = 0
+        while i < len(argv):
+            token = argv[i]
+            if token == "--recipe":
+                if i + 1 >= len(argv):
+                    raise RecipeError("--recipe needs a name or a YAML path")
+                recipe = argv[i + 1]
+                i += 2
+                continue
+            if token.startswith("--recipe="):
+                recipe = token.split("=", 1)[1]
+            else:
+                rest.append(token)
+            i += 1
+        overrides = self.parse_overrides(rest)
+        values = self.read(recipe) if recipe else {}
+        values.update(overrides)
+        values.setdefault("recipe", recipe)
+        return self.args_type(**values)
 
 
-def builtin_recipes() -> list[str]:
-    """Names of the recipes shipped in cultureclip_training/recipes/."""
-    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
-
-
-def _recipe_path(name_or_path: str) -> Path:
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise RecipeError(f"recipe file {path} does not exist")
-        return path
-    builtin = RECIPE_DIR / f"{name_or_path}.yaml"
-    if not builtin.is_file():
-        raise RecipeError(f"unknown recipe {name_or_path!r}: expected one of {builtin_recipes()} or a .yaml path")
-    return builtin
-
-
-def read_recipe(name_or_path: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The field values of a recipe, with `inherit:` chains resolved (later files override earlier ones)."""
-    path = _recipe_path(name_or_path)
-    if str(path.resolve()) in _seen:
-        raise RecipeError(f"recipe {path} inherits from itself")
-    with open(path, encoding="utf-8") as handle:
-        values = yaml.safe_load(handle) or {}
-    if not isinstance(values, dict):
-        raise RecipeError(f"recipe {path}: expected a mapping of field: value, got {type(values).__name__}")
-    parent = values.pop("inherit", None)
-    merged = read_recipe(parent, _seen + (str(path.resolve()),)) if parent else {}
-    for key, value in values.items():
-        merged[key] = coerce(key, value, source=str(path))
-    return merged
+_YAML_NULLS = ("null", "Null", "NULL", "~")
 
 
 def _allows_none(hint: Any) -> bool:
@@ -185,113 +304,19 @@ def _base_type(hint: Any) -> Any:
     return hint
 
 
-def coerce(name: str, value: Any, source: str = "command line") -> Any:
-    """Check that `name` is a TrainArgs field and convert `value` (a YAML value or CLI string) to its type."""
-    if name not in _HINTS:
-        raise RecipeError(f"unknown field {name!r} in {source}; valid fields: {', '.join(FIELD_NAMES)}")
-    hint = _HINTS[name]
-    if isinstance(value, str) and source == "command line":
-        # CLI strings take YAML's reading (numbers, booleans, null, [lists]); plain str fields keep the raw text
-        parsed = yaml.safe_load(value) if value.strip() else value
-        value = value if _base_type(hint) is str and parsed is not None else parsed
-    if value is None:
-        if _allows_none(hint):
-            return None
-        raise RecipeError(f"{name}: null given in {source}, but the field needs a value")
-    base = _base_type(hint)
-    origin = typing.get_origin(base)
-    try:
-        if origin is list:
-            items = [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else value
-            if not isinstance(items, list):
-                raise TypeError
-            return [str(item) for item in items]
-        if base is bool:
-            if not isinstance(value, bool):
-                raise TypeError
-            return value
-        if base is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise TypeError
-            return int(value)
-        if base is float:
-            if isinstance(value, bool):
-                raise TypeError
-            return float(value)
-        if base is str:
-            if isinstance(value, bool | list | dict):
-                raise TypeError
-            return str(value)
-    except (TypeError, ValueError):
-        pass
-    raise RecipeError(f"{name}={value!r} in {source}: expected {hint if isinstance(hint, str) else _type_name(hint)}")
-
-
 def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint)
 
 
-def parse_overrides(argv: list[str]) -> dict[str, Any]:
-    """Turn `--field value` / `--field=value` / bare boolean `--field` items into typed field values."""
-    values: dict[str, Any] = {}
-    i = 0
-    while i < len(argv):
-        token = argv[i]
-        if not token.startswith("--"):
-            raise RecipeError(f"unexpected argument {token!r}: expected --field value")
-        key, eq, raw = token[2:].partition("=")
-        name = key.replace("-", "_")
-        if name not in _HINTS:
-            raise RecipeError(f"unknown field {key!r} on the command line; valid fields: {', '.join(FIELD_NAMES)}")
-        if not eq:
-            has_value = i + 1 < len(argv) and not argv[i + 1].startswith("--")
-            if not has_value and _base_type(_HINTS[name]) is bool:
-                values[name] = True
-                i += 1
-                continue
-            if not has_value:
-                raise RecipeError(f"--{key} needs a value")
-            raw = argv[i + 1]
-            i += 1
-        values[name] = coerce(name, raw)
-        i += 1
-    return values
-
-
-def build_args(recipe: str | None = None, overrides: dict[str, Any] | None = None) -> TrainArgs:
-    """TrainArgs from a recipe (name or YAML path) with `overrides` (already-typed values or CLI strings) on top."""
-    values = read_recipe(recipe) if recipe else {}
-    for name, value in (overrides or {}).items():
-        values[name] = coerce(name, value, source="overrides") if not isinstance(value, str) else coerce(name, value)
-    if recipe and "recipe" not in (overrides or {}):
-        values["recipe"] = recipe
-    return TrainArgs(**values)
-
-
-def parse_command_line(argv: list[str]) -> TrainArgs:
-    """`--recipe NAME_OR_YAML` plus field overrides -> TrainArgs."""
-    recipe = None
-    rest: list[str] = []
-    i = 0
-    while i < len(argv):
-        token = argv[i]
-        if token == "--recipe":
-            if i + 1 >= len(argv):
-                raise RecipeError("--recipe needs a name or a YAML path")
-            recipe = argv[i + 1]
-            i += 2
-            continue
-        if token.startswith("--recipe="):
-            recipe = token.split("=", 1)[1]
-        else:
-            rest.append(token)
-        i += 1
-    overrides = parse_overrides(rest)
-    values = read_recipe(recipe) if recipe else {}
-    values.update(overrides)
-    values.setdefault("recipe", recipe)
-    return TrainArgs(**values)
+TRAIN_RECIPES = RecipeSchema(TrainArgs, RECIPE_DIR)
+FIELD_NAMES = TRAIN_RECIPES.field_names
+builtin_recipes = TRAIN_RECIPES.builtin
+read_recipe = TRAIN_RECIPES.read
+coerce = TRAIN_RECIPES.coerce
+parse_overrides = TRAIN_RECIPES.parse_overrides
+build_args = TRAIN_RECIPES.build
+parse_command_line = TRAIN_RECIPES.parse_command_line
 
 
 __all__ = ["FIELD_NAMES", "OBJECTIVES", "RecipeError", "TINY_MODEL", "TrainArgs", "build_args", "builtin_recipes",
-           "coerce", "parse_command_line", "parse_overrides", "read_recipe"]
+           "coerce", "parse_command_line", "parse_overrides", "read_recipe", "RecipeSchema", "TRAIN_RECIPES"]

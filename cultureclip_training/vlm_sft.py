@@ -15,8 +15,6 @@ import json
 import math
 import os
 import string
-import types
-import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +22,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from . import checkpointing as ckpt
 from .artifacts import atomic_dir
 from .loop import TrainingDiverged
-from .recipes import RecipeError
+from .recipes import RecipeError, RecipeSchema
 
 RECIPE_DIR = Path(__file__).parent / "recipes" / "vlm"  # kept apart: train.py lists recipes/*.yaml
 INSTRUCTION = "Answer with the letter of the correct option."  # must equal evaluate_suite.vlm.INSTRUCTION (tested)
@@ -96,75 +93,9 @@ class VLMTrainArgs:
         return dataclasses.asdict(self)
 
 
-_HINTS = typing.get_type_hints(VLMTrainArgs)
-
-
-def _coerce(name: str, value: Any, source: str) -> Any:
-    if name not in _HINTS:
-        raise RecipeError(f"unknown field {name!r} in {source}; valid: {', '.join(_HINTS)}")
-    hint = _HINTS[name]
-    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else ()
-    base = next((a for a in args if a is not type(None)), hint)
-    if isinstance(value, str) and source == "command line" and base is not str:
-        value = yaml.safe_load(value)
-    if value is None and type(None) in args:
-        return None
-    if typing.get_origin(base) is list:
-        value = [v.strip() for v in value.split(",")] if isinstance(value, str) else value
-        if isinstance(value, list):
-            return [str(v) for v in value]
-    elif base is bool and isinstance(value, bool):
-        return value
-    elif base is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    elif base is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    elif base is str and isinstance(value, str):
-        return value
-    raise RecipeError(f"{name}={value!r} in {source}: expected {hint}")
-
-
-def read_vlm_recipe(name_or_path: str) -> dict[str, Any]:
-    """Field values of a recipe: a path, or a packaged name (`vlm-demo` -> recipes/vlm/vlm-demo.yaml)."""
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = RECIPE_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        raise RecipeError(f"recipe {name_or_path!r} not found (looked for {path})")
-    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(values, dict):
-        raise RecipeError(f"recipe {path}: expected a mapping of field: value")
-    return {k: _coerce(k, v, str(path)) for k, v in values.items()}
-
-
-def parse_vlm_command_line(argv: Sequence[str]) -> VLMTrainArgs:
-    """`--recipe NAME_OR_YAML` plus `--field value` / `--field=value` / bare boolean `--field` overrides."""
-    values: dict[str, Any] = {}
-    overrides: dict[str, Any] = {}
-    items = list(argv)
-    i = 0
-    while i < len(items):
-        token = items[i]
-        if not token.startswith("--"):
-            raise RecipeError(f"unexpected argument {token!r}: expected --field value")
-        key, eq, raw = token[2:].partition("=")
-        name = key.replace("-", "_")
-        if not eq:
-            has_value = i + 1 < len(items) and not items[i + 1].startswith("--")
-            if not has_value and _HINTS.get(name) is bool:
-                overrides[name] = True
-                i += 1
-                continue
-            if not has_value:
-                raise RecipeError(f"--{key} needs a value")
-            raw, i = items[i + 1], i + 1
-        if name == "recipe":
-            values = read_vlm_recipe(raw)
-            overrides.setdefault("recipe", raw)
-        else:
-            overrides[name] = _coerce(name, raw, "command line")
-        i += 1
-    return VLMTrainArgs(**{**values, **overrides})
+VLM_RECIPES = RecipeSchema(VLMTrainArgs, RECIPE_DIR)
+read_vlm_recipe = VLM_RECIPES.read
+parse_vlm_command_line = VLM_RECIPES.parse_command_line
 
 
 # ----------------------------------------------------------------------------------------------------------------
