@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import datasets
@@ -17,32 +16,18 @@ import torch
 from huggingface_hub import ModelCard
 from PIL import Image
 
+from isolation import without_project
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ROLES = ("base", "plain", "cultureclip")
 SEEDS = 2  # quick.yaml
 
 # Runs in a child Python that must not see this repository's packages; prints features of one image and two texts.
-CHILD = textwrap.dedent(
+CHILD = without_project(
     '''
-    import importlib, importlib.machinery, json, os, sys
-    repo, model_dir, image_path = sys.argv[1:4]
-    repo = os.path.realpath(repo)
+    import importlib, json, os, sys
+    _, model_dir, image_path = sys.argv[1:4]
     ours = ("modeling_cultureclip", "cultureclip_training", "dataset_builder", "evaluate_suite", "cultureclip_demo")
-
-    def provides_ours(finder):
-        try:
-            return any(finder.find_spec(name, None) is not None for name in ours)
-        except Exception:
-            return False
-
-    builtin = (importlib.machinery.BuiltinImporter, importlib.machinery.FrozenImporter,
-               importlib.machinery.PathFinder)
-    sys.meta_path[:] = [f for f in sys.meta_path if f in builtin or not provides_ours(f)]
-    # the editable install also leaves a path-hook entry that serves the packages as namespace packages
-    sys.path[:] = [p for p in sys.path
-                   if not p.startswith("__editable__") and os.path.realpath(p or os.getcwd()) != repo]
-    sys.path_importer_cache.clear()
-    importlib.invalidate_caches()
     blocked = []
     for name in ours:
         try:

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,8 @@ from transformers import pipeline
 from modeling_cultureclip import CultureCLIPModel
 from modeling_cultureclip.tiny import build_word_tokenizer, tiny_config, tiny_processor, words_of
 
+from isolation import without_project
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LABELS = ["red apple", "green leaf", "blue sea"]
 TEMPLATE = "This is a photo of {}."  # the pipeline's default hypothesis template
@@ -35,25 +36,10 @@ AUTO_MAP_KEYS = {"AutoConfig", "AutoModel", "AutoModelForZeroShotImageClassifica
 TOLERANCE = 1e-6
 
 # Runs in the child. argv: repository root, checkpoint folder, output folder.
-CHILD = textwrap.dedent(
+CHILD = without_project(
     '''
-    import importlib, importlib.machinery, inspect, json, os, sys
-    repo, checkpoint, out = (os.path.realpath(a) for a in sys.argv[1:4])
-    ours = ("modeling_cultureclip", "cultureclip_training", "dataset_builder", "evaluate_suite", "cultureclip_demo")
-
-    def provides_ours(finder):
-        try:
-            return any(finder.find_spec(name, None) is not None for name in ours)
-        except Exception:
-            return False
-
-    # `pip install -e .` exposes this repository through a meta-path finder or a sys.path entry; drop both so the
-    # process sees transformers and its dependencies only, like a user who never installed this package.
-    builtin = (importlib.machinery.BuiltinImporter, importlib.machinery.FrozenImporter,
-               importlib.machinery.PathFinder)
-    sys.meta_path[:] = [f for f in sys.meta_path if f in builtin or not provides_ours(f)]
-    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != repo]
-    importlib.invalidate_caches()
+    import importlib, inspect, json, os, sys
+    _, checkpoint, out = (os.path.realpath(a) for a in sys.argv[1:4])
     info = {}
     try:
         import modeling_cultureclip

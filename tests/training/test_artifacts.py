@@ -15,17 +15,12 @@ from cultureclip_training.artifacts import push_artifacts
 from modeling_cultureclip import CultureCLIPModel
 from transformers import CLIPProcessor
 
+from isolation import without_project
 from training_helpers import run_args, subprocess_env
 
-# runs where neither modeling_cultureclip nor cultureclip_training can be imported (the package is installed
-# editable, so block it on the import path itself)
-FOREIGN_LOAD = """
-import importlib.abc, json, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("modeling_cultureclip", "cultureclip_training", "train"):
-            raise ImportError("blocked: " + name)
-sys.meta_path.insert(0, Block())
+# runs where this package cannot be imported
+FOREIGN_LOAD = without_project("""
+import json, sys
 try:
     import modeling_cultureclip
     raise SystemExit("the package was importable")
@@ -46,7 +41,7 @@ classifier = pipeline("zero-shot-image-classification", model=path, trust_remote
 scores = classifier(Image.new("RGB", (24, 24), "red"), candidate_labels=["kimono", "hanbok"])
 print(json.dumps({"class": type(model).__module__ + "." + type(model).__name__, "logits": logits.tolist(),
                   "labels": sorted(s["label"] for s in scores)}))
-"""
+""")
 
 
 class RecordingApi:
