@@ -79,7 +79,10 @@ def render_card(args: TrainArgs, summary: dict[str, Any], has_adapter: bool) -> 
         concept_loss_weight=args.concept_loss_weight,
         finetune_text=(f"LoRA r={args.lora_rank}, alpha={args.lora_alpha}, dropout={args.lora_dropout} on "
                        f"{'/'.join(args.lora_targets)} of {args.lora_layers} layers of the "
-                       f"{' and '.join(args.lora_towers)} tower(s), merged into the weights"
+                       f"{' and '.join(args.lora_towers)} tower(s)"
+                       + (f", plus the embedding rows of {len(args.lora_trainable_tokens)} words new to the base"
+                          if args.lora_trainable_tokens else "")
+                       + ", merged into the weights"
                        if args.finetune == "lora" else "all weights"),
         recipe=args.recipe or "custom", repo_id=args.hub_model_id or "<this repository>",
         has_adapter=has_adapter, wise_ft_alpha=args.wise_ft_alpha, settings=settings,

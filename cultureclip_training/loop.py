@@ -33,7 +33,7 @@ from .artifacts import Artifacts, push_artifacts, write_artifacts
 from .data import BatchPlan, epoch_batches, load_split, prepare
 from .distributed import all_finite, feature_gather_or_none, mean_over_ranks
 from .feature_cache import FeatureEncoder, cached_step, objective_loss
-from .lora import LoraSettings, apply_lora
+from .lora import LoraSettings, apply_lora, trainable_token_ids
 from .recipes import TINY_MODEL, TrainArgs
 
 OBJECTIVE_FIELDS = ("loss_mode", "caption_loss_weight", "concept_loss_weight", "use_twin_negatives",
@@ -66,13 +66,14 @@ class TrainResult:
                 "samples_per_second": self.samples_per_second, "final_losses": self.final_losses}
 
 
-def _lora_settings(args: TrainArgs) -> LoraSettings:
+def _lora_settings(args: TrainArgs, tokenizer: Any) -> LoraSettings:
     layers: Any = args.lora_layers
     if all(part.strip().isdigit() for part in layers.split(",")):  # "0,1,5": explicit indices
         layers = [int(part) for part in layers.split(",")]
+    token_ids = trainable_token_ids(args.lora_trainable_tokens, tokenizer) if args.lora_trainable_tokens else ()
     return LoraSettings(rank=args.lora_rank, alpha=args.lora_alpha, dropout=args.lora_dropout,
                         towers=tuple(args.lora_towers), layers=layers, targets=tuple(args.lora_targets),
-                        projections=args.lora_projections)
+                        projections=args.lora_projections, trainable_token_ids=token_ids)
 
 
 def load_model(args: TrainArgs, dataset: datasets.Dataset, model: Any = None,
@@ -169,7 +170,7 @@ def train(args: TrainArgs, dataset: datasets.Dataset | None = None, model: Any =
     if args.gradient_checkpointing:
         base_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if args.finetune == "lora":
-        trained = apply_lora(base_model, _lora_settings(args))
+        trained = apply_lora(base_model, _lora_settings(args, processor.tokenizer))
     else:
         base_model.requires_grad_(True)
         trained = base_model

@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -22,6 +23,7 @@ TOWERS = {"text": ("text_model", "text_config"), "vision": ("vision_model", "vis
 ATTENTION_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 MLP_TARGETS = ("fc1", "fc2")
 PROJECTIONS = {"text": "text_projection", "vision": "visual_projection"}
+TOKEN_EMBEDDING = "text_model.embeddings.token_embedding"
 
 
 @dataclass
@@ -34,6 +36,8 @@ class LoraSettings:
         layers: "all", "upper", "lower", "top:N", "bottom:N", "middle:N", or explicit layer indices.
         targets: linear layers inside each chosen encoder layer (q_proj, k_proj, v_proj, out_proj, fc1, fc2).
         projections: also adapt the chosen towers' projection into the joint space.
+        trainable_token_ids: rows of the text token embedding trained alongside the adapters (PEFT's trainable
+            tokens), for vocabulary the base never learned; the rest of the embedding stays frozen.
     """
 
     rank: int = 4
@@ -43,6 +47,7 @@ class LoraSettings:
     layers: str | Sequence[int] = "all"
     targets: Sequence[str] = ("q_proj", "v_proj")
     projections: bool = False
+    trainable_token_ids: Sequence[int] = ()
     extra: dict = field(default_factory=dict)  # passed through to peft.LoraConfig
 
     def __post_init__(self) -> None:
@@ -97,17 +102,37 @@ def target_module_names(model: CultureCLIPModel, settings: LoraSettings) -> list
     return names
 
 
+def trainable_token_ids(words: Sequence[str], tokenizer: Any) -> list[int]:
+    """The token ids that spell `words` (no special tokens); an error names any word the tokenizer cannot spell."""
+    ids: set[int] = set()
+    unknown_id = getattr(tokenizer, "unk_token_id", None)
+    for word in words:
+        pieces = tokenizer(word, add_special_tokens=False)["input_ids"]
+        if not pieces or (unknown_id is not None and unknown_id in pieces):
+            raise ValueError(f"lora_trainable_tokens: the tokenizer has no tokens for {word!r}"
+                             + (" (it maps to the unknown token)" if pieces else ""))
+        ids.update(pieces)
+    return sorted(ids)
+
+
 def apply_lora(model: CultureCLIPModel, settings: LoraSettings) -> PeftModel:
     """Freeze `model` and wrap it with LoRA adapters on the chosen towers, layers and projections."""
     if not isinstance(model, CultureCLIPModel):
         raise TypeError(f"apply_lora expects a CultureCLIPModel, got {type(model).__name__}; "
                         "use CultureCLIPModel.from_clip(...) first")
     names = target_module_names(model, settings)
+    extra = dict(settings.extra)
+    if settings.trainable_token_ids:
+        vocabulary = model.config.text_config.vocab_size
+        ids = sorted(set(int(i) for i in settings.trainable_token_ids))
+        if ids[0] < 0 or ids[-1] >= vocabulary:
+            raise ValueError(f"trainable_token_ids: expected ids in [0, {vocabulary - 1}], got {ids[0]}..{ids[-1]}")
+        extra["trainable_token_indices"] = {TOKEN_EMBEDDING: ids}
     config = LoraConfig(
         r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout, bias="none",
         # an anchored regex: PEFT's list form matches by suffix, which would also catch other towers' layers
         target_modules="^(" + "|".join(re.escape(n) for n in names) + ")$",
-        **settings.extra,
+        **extra,
     )
     return get_peft_model(model, config)
 
@@ -152,4 +177,4 @@ def wise_ft(base: CultureCLIPModel, finetuned: CultureCLIPModel, alpha: float) -
 
 
 __all__ = ["LoraSettings", "apply_lora", "load_adapter", "merge_lora", "save_adapter", "select_layers",
-           "target_module_names", "wise_ft"]
+           "target_module_names", "trainable_token_ids", "wise_ft"]

@@ -65,6 +65,9 @@ class TrainArgs:
     lora_layers: str = "all"
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     lora_projections: bool = False
+    # words whose token-embedding rows train with the adapters (PEFT's trainable tokens): for words the base model
+    # never saw in pretraining, whose embeddings LoRA on the attention layers cannot move
+    lora_trainable_tokens: list[str] = field(default_factory=list)
 
     # optimisation
     per_device_batch_size: int = 128
@@ -129,6 +132,8 @@ class TrainArgs:
             fail("mixed_precision", "no, fp16, bf16 or null")
         if self.report_to not in ("auto", "tensorboard", "none"):
             fail("report_to", "auto, tensorboard or none")
+        if self.lora_trainable_tokens and self.finetune != "lora":
+            fail("lora_trainable_tokens", "an empty list unless finetune is lora (full fine-tuning trains every row)")
         if self.wise_ft_alpha is not None and not 0.0 <= self.wise_ft_alpha <= 1.0:
             fail("wise_ft_alpha", "a number in [0, 1] or null")
         if self.push_to_hub and not self.hub_model_id:

@@ -111,3 +111,44 @@ def test_lora_settings_validation():
         LoraSettings(targets=("query",))
     with pytest.raises(TypeError, match="CultureCLIPModel"):
         apply_lora(torch.nn.Linear(2, 2), LoraSettings())
+
+
+def test_trainable_token_rows_train_round_trip_and_merge(tmp_path):
+    new_words = [7, 11]  # token ids standing for words the base never saw
+    lora = apply_lora(tiny_model(), LoraSettings(dropout=0.0, trainable_token_ids=new_words))
+    trainable = {n for n, p in lora.named_parameters() if p.requires_grad}
+    token_params = {n for n in trainable if "token_embedding" in n}
+    assert token_params and trainable - token_params and all("lora_" in n for n in trainable - token_params)
+
+    ids = torch.tensor([[5, 7, 3], [5, 6, 3]])  # row 0 holds a trainable token, row 1 does not
+    before = tiny_model().text_model.embeddings.token_embedding.weight.detach().clone()
+    optimizer = torch.optim.SGD([p for p in lora.parameters() if p.requires_grad], lr=1.0)
+    lora.get_text_features(input_ids=ids).pooler_output.pow(2).sum().backward()
+    optimizer.step()
+    lora.eval()
+    with torch.no_grad():
+        expected = lora(input_ids=ids, pixel_values=inputs()["pixel_values"][:2]).logits_per_image
+
+    save_adapter(lora, tmp_path / "adapter")
+    reloaded = load_adapter(tiny_model(), tmp_path / "adapter").eval()
+    merged = merge_lora(reloaded)
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=ids, pixel_values=inputs()["pixel_values"][:2]).logits_per_image,
+                                   expected, atol=1e-5, rtol=1e-5)
+    after = merged.text_model.embeddings.token_embedding.weight.detach()
+    changed = sorted(int(i) for i in (after - before).abs().sum(dim=1).nonzero())
+    assert changed == [7]  # token 11 had no gradient; every other row stays frozen
+
+
+def test_trainable_token_ids_from_words():
+    from modeling_cultureclip.tiny import build_word_tokenizer
+
+    from cultureclip_training.lora import trainable_token_ids
+
+    tokenizer = build_word_tokenizer(["flag", "of", "chad", "romania"])
+    ids = trainable_token_ids(["chad", "Romania"], tokenizer)
+    assert ids == sorted(tokenizer.convert_tokens_to_ids(["chad", "romania"]))
+    with pytest.raises(ValueError, match="'monaco'"):
+        trainable_token_ids(["monaco"], tokenizer)
+    with pytest.raises(ValueError, match="trainable_token_ids"):
+        apply_lora(tiny_model(), LoraSettings(trainable_token_ids=[30]))

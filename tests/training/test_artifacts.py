@@ -61,7 +61,7 @@ def test_artifacts_load_everywhere(tmp_path, cultwin_dir, tiny_model_dir):
     args = run_args(tmp_path, cultwin_dir, tiny_model_dir, recipe="paper-b32", per_device_batch_size=4,
                     micro_batches=2, max_steps=3, learning_rate=1e-2, warmup_steps=0, save_artifacts=True,
                     wise_ft_alpha=0.5, card_base_model="openai/clip-vit-base-patch32", card_dataset="org/CulTwin",
-                    hub_model_id="org/cultureclip-test")
+                    hub_model_id="org/cultureclip-test", lora_trainable_tokens=["kimono", "hanbok"])
     result = train(args)
     out = tmp_path / "out"
     model_dir, adapter_dir = out / "model", out / "adapter"
@@ -92,6 +92,13 @@ def test_artifacts_load_everywhere(tmp_path, cultwin_dir, tiny_model_dir):
         after = adapted(**inputs).logits_per_image
     torch.testing.assert_close(after, expected, atol=1e-5, rtol=1e-5)
     assert (after - before).abs().max() > 1e-4
+
+    # the trainable token rows moved and are in the merged model; the other rows did not
+    tokenizer = processor.tokenizer
+    untouched = CultureCLIPModel.from_pretrained(tiny_model_dir)  # `base` now carries the adapter
+    changed = (merged.text_model.embeddings.token_embedding.weight
+               - untouched.text_model.embeddings.token_embedding.weight).abs().sum(dim=1).nonzero().flatten().tolist()
+    assert sorted(changed) == sorted(tokenizer.convert_tokens_to_ids(["kimono", "hanbok"]))
 
     card = ModelCard.load(model_dir / "README.md")
     data = card.data.to_dict()

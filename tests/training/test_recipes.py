@@ -49,6 +49,7 @@ def test_unknown_field_lists_valid_names(tmp_path):
     (["--max_steps", "many"], "max_steps='many'"),
     (["--objective", "siglip"], "objective='siglip'"),
     (["--push_to_hub"], "hub_model_id"),
+    (["--finetune", "full", "--lora_trainable_tokens", "chad"], "lora_trainable_tokens"),
     (["--recipe", "no-such-recipe"], "unknown recipe"),
 ])
 def test_bad_values_are_named(argv, message):
