@@ -1,4 +1,5 @@
-"""`cultureclip-demo --output-dir DIR [--seeds N] [--quick] [--device cpu] [--config YAML] [--threads N]`."""
+"""`cultureclip-demo --output-dir DIR [--seeds N] [--quick] [--device cpu] [--config YAML] [--threads N]
+[--workers N]`."""
 
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny configuration for tests (seconds, not minutes)")
     parser.add_argument("--config", default=None, help="demo config YAML (default: default.yaml, or quick.yaml)")
     parser.add_argument("--device", default="cpu", help="only cpu is supported")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: config's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for pretraining and other single-process stages (default: config's)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes running fine-tuning jobs side by side (default: config's)")
     return parser.parse_args(argv)
 
 
@@ -35,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         config = replace(config, seeds=args.seeds)
     if args.threads is not None:
         config = replace(config, threads=args.threads)
+    if args.workers is not None:
+        config = replace(config, finetune=replace(config.finetune, workers=args.workers))
     config.validate()
     from .pipeline import run_demo  # heavy imports after argument errors are reported
 

@@ -48,6 +48,9 @@ class FinetuneSettings:
     recipes: dict[str, str] = field(default_factory=lambda: {"plain": "finetune-clip.yaml",
                                                               "cultureclip": "finetune-cultureclip.yaml"})
     replay_rows: int = 750
+    train_new_words: bool = True
+    workers: int = 2  # fine-tuning runs in parallel processes
+    threads_per_worker: int = 1  # torch threads in each
     view: ViewRange = field(default_factory=lambda: ViewRange(0.0, 15.0, 0.55, 0.95, 0.08))
     overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -70,7 +73,7 @@ class DemoConfig:
 
     data_recipe: str = "demo"
     seeds: int = 5
-    threads: int = 1
+    threads: int = 2  # torch threads for the single-process stages (pretraining, the base's evaluation)
     model: ModelSettings = field(default_factory=ModelSettings)
     pretrain: PretrainSettings = field(default_factory=PretrainSettings)
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
@@ -91,6 +94,9 @@ class DemoConfig:
         for name in ("twin_views", "general_classes", "general_views"):
             if getattr(self.evaluation, name) < 1:
                 raise DemoConfigError(f"{self.source}: evaluation.{name} must be >= 1")
+        for name in ("workers", "threads_per_worker"):
+            if getattr(self.finetune, name) < 1:
+                raise DemoConfigError(f"{self.source}: finetune.{name}={getattr(self.finetune, name)}: expected >= 1")
         if self.finetune.replay_rows < 0:
             raise DemoConfigError(f"{self.source}: finetune.replay_rows must be >= 0")
 
@@ -115,9 +121,13 @@ def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict:
 
 
 def resolve(name: str, relative_to: Path = RECIPE_DIR) -> Path:
-    """A config or recipe file: an existing path, else a file of that name beside `relative_to`."""
+    """A config or recipe file: an existing path, else a file of that name beside `relative_to`, else a shipped
+    one (so a user's config can `inherit: default.yaml`)."""
     path = Path(name)
-    return path if path.is_file() else relative_to / name
+    if path.is_file():
+        return path
+    beside = relative_to / name
+    return beside if beside.is_file() or not (RECIPE_DIR / name).is_file() else RECIPE_DIR / name
 
 
 def _build(cls, values: dict, where: str):

@@ -12,6 +12,7 @@ import datasets
 import numpy as np
 
 from dataset_builder.twin_catalog import TwinCatalog
+from modeling_cultureclip.tiny import words_of
 
 from .emoji_sources import EmojiConcept, ViewRange, views
 
@@ -72,6 +73,13 @@ def finetune_mixture(cultwin: datasets.DatasetDict, replay: datasets.Dataset, se
     return datasets.concatenate_datasets(parts).shuffle(seed=seed).flatten_indices()
 
 
+def words_new_to(mixture: datasets.Dataset, pretraining_captions: list[str]) -> list[str]:
+    """Words of the mixture's captions and concept names that no pretraining caption uses, sorted."""
+    seen = set(words_of(pretraining_captions))
+    texts = [text for column in ("caption", "twin_caption", "concept", "twin_concept") for text in mixture[column]]
+    return sorted(set(words_of(texts)) - seen)
+
+
 def twin_eval_set(catalog: TwinCatalog, style, views_per_side: int, size: int, view: ViewRange,
                   seed: int) -> datasets.Dataset:
     """Held-out views of every catalog pair in the CulTwin layout the `cultwin` benchmark reads: each row is one
@@ -113,4 +121,4 @@ def general_eval_set(concepts: list[EmojiConcept], style, classes: int, views_pe
 
 
 __all__ = ["FINETUNE_COLUMNS", "REPLAY_PREFIX", "finetune_mixture", "general_eval_set", "pretraining_rows",
-           "replay_rows", "twin_eval_set"]
+           "replay_rows", "twin_eval_set", "words_new_to"]

@@ -17,18 +17,16 @@ import torch
 from cultureclip_training import build_args, train
 from dataset_builder.pipeline import build as build_cultwin
 from dataset_builder.twin_catalog import load_twin_catalog
-from evaluate_suite.encoders import DualEncoder
-from evaluate_suite.runner import evaluate_model, write_json_atomic
-from evaluate_suite.tasks import get_benchmark
+from evaluate_suite.runner import write_json_atomic
 from modeling_cultureclip import CultureCLIPModel
 from modeling_cultureclip.tiny import build_word_tokenizer, tiny_config, tiny_processor, words_of
 
 from . import data as demo_data
 from .config import METHODS, DemoConfig, resolve
 from .emoji_sources import general_emoji, get_style
+from .evaluation import evaluate_one
+from .finetune_runs import FinetuneJob, run_jobs, save_job_data
 from .report import summarise, write_reports
-
-GENERAL_TEMPLATES = ("{}",)  # the names alone, as in pretraining
 
 
 @dataclass
@@ -45,26 +43,6 @@ class StageTimer:
         value = fn(*args, **kwargs)
         self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - started, 2)
         return value
-
-
-def _train_args(config: DemoConfig, recipe: str, overrides: dict[str, Any], **extra: Any):
-    return build_args(str(resolve(recipe)), {**overrides, **extra})
-
-
-def evaluate_one(model, processor, twin_sets: dict[str, datasets.Dataset], general_sets: dict[str, datasets.Dataset],
-                 config: DemoConfig) -> dict[str, dict[str, dict]]:
-    """{style: {"twin": cultwin record, "general": zero-shot record}} for one model."""
-    evaluation = config.evaluation
-    encoder = DualEncoder(model, processor, batch_size=evaluation.batch_size, device="cpu")
-    out: dict[str, dict[str, dict]] = {}
-    for style in twin_sets:
-        twin = evaluate_model(model, processor, "cultwin", twin_sets[style], encoder=encoder,
-                              bootstrap_resamples=evaluation.bootstrap_resamples, seeds=(evaluation.seed,))
-        general = evaluate_model(model, processor, get_benchmark("zeroshot_imagenet", templates=GENERAL_TEMPLATES),
-                                 general_sets[style], encoder=encoder, seeds=(evaluation.seed,),
-                                 bootstrap_resamples=evaluation.bootstrap_resamples)
-        out[style] = {"twin": twin["twin_choice"], "general": general["zero_shot"]}
-    return out
 
 
 def run_demo(config: DemoConfig, output_dir: str | Path, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
@@ -103,8 +81,9 @@ def run_demo(config: DemoConfig, output_dir: str | Path, device: str = "cpu", pr
                                         width=shape.width, vision_layers=shape.vision_layers,
                                         text_layers=shape.text_layers, heads=shape.heads,
                                         projection_dim=shape.projection_dim))
-    pretrain_args = _train_args(config, config.pretrain.recipe, config.pretrain.overrides,
-                                output_dir=str(work / "pretrain"), progress_bar=progress)
+    pretrain_args = build_args(str(resolve(config.pretrain.recipe)),
+                               {**config.pretrain.overrides, "output_dir": str(work / "pretrain"),
+                                "progress_bar": progress})
     pretrain = timer.run("pretrain base", train, pretrain_args, dataset=pretrain_rows, model=base,
                          processor=processor)
     base_dir = pretrain.artifacts.model_dir
@@ -113,6 +92,8 @@ def run_demo(config: DemoConfig, output_dir: str | Path, device: str = "cpu", pr
     replay = timer.run("render replay views", demo_data.replay_rows, pretrain_concepts, twemoji,
                        config.finetune.replay_rows, size, config.finetune.view, seed=1)
     mixture = demo_data.finetune_mixture(cultwin, replay, seed=0)
+    new_words = (demo_data.words_new_to(mixture, [c.name for c in pretrain_concepts])
+                 if config.finetune.train_new_words else [])
 
     # 4. held-out evaluation sets per style
     styles = ["twemoji"] + list(config.evaluation.other_styles)
@@ -133,18 +114,18 @@ def run_demo(config: DemoConfig, output_dir: str | Path, device: str = "cpu", pr
                                   "general_emoji_not_drawable": len(general) - len(drawable)}
 
     records: dict[str, list[dict]] = {"base": [], "plain": [], "cultureclip": []}
-    records["base"].append(timer.run("evaluate", evaluate_one, pretrain.model, processor, twin_sets, general_sets,
-                                     config))
-    tuned: dict[tuple[str, int], Any] = {}
-    for seed in range(config.seeds):
-        for method in METHODS:
-            model = CultureCLIPModel.from_pretrained(base_dir)
-            args = _train_args(config, config.finetune.recipes[method], config.finetune.overrides, seed=seed,
-                               output_dir=str(work / "finetune" / f"{method}-seed{seed}"), progress_bar=progress)
-            result = timer.run("fine-tune", train, args, dataset=mixture, model=model, processor=processor)
-            tuned[(method, seed)] = result
-            records[method].append(timer.run("evaluate", evaluate_one, result.model, processor, twin_sets,
-                                             general_sets, config))
+    records["base"].append(timer.run("evaluate base", evaluate_one, pretrain.model, processor, twin_sets,
+                                     general_sets, config))
+    data_dir = timer.run("save fine-tuning data", save_job_data, work / "finetune-data", mixture, twin_sets,
+                         general_sets)
+    jobs = [FinetuneJob(method, seed, config, str(base_dir), str(data_dir),
+                        str(work / "finetune" / f"{method}-seed{seed}"), tuple(styles), tuple(new_words))
+            for seed in range(config.seeds) for method in METHODS]
+    outcomes = timer.run(f"fine-tune and evaluate ({len(jobs)} runs, {config.finetune.workers} workers)", run_jobs,
+                         jobs, config.finetune.workers, progress)
+    tuned = {(o.method, o.seed): o for o in outcomes}
+    for outcome in outcomes:
+        records[outcome.method].append(outcome.record)
 
     # 5. results, card, plots and Hub folders
     summary = summarise(records, config, styles)
@@ -152,16 +133,19 @@ def run_demo(config: DemoConfig, output_dir: str | Path, device: str = "cpu", pr
         "cultwin_rows": {split: len(ds) for split, ds in cultwin.items()},
         "twin_pairs": len(catalog.pairs), "general_emoji": len(general), "general_emoji_skipped": skipped,
         "pretraining_emoji": len(pretrain_concepts), "pretraining_examples": 2 * len(pretrain_rows),
-        "finetune_rows": len(mixture), "replay_rows": len(replay),
+        "finetune_rows": len(mixture), "replay_rows": len(replay), "new_words_trained": len(new_words),
+        "new_words": new_words,
         "eval_twin_items_per_style": 2 * len(twin_sets["twemoji"]),
         "eval_general_items_per_style": len(general_sets["twemoji"]), "styles": style_info,
         "vocabulary_size": len(tokenizer),
     }
     summary["training"] = {
         "pretrain": pretrain.summary(),
-        "finetune": {f"{m}-seed{s}": r.summary() for (m, s), r in tuned.items()},
+        "finetune": {f"{m}-seed{s}": {**o.summary, "wall_time_s": o.seconds} for (m, s), o in tuned.items()},
+        # the evaluated models blend base and fine-tuned weights when set
+        "wise_ft_alpha": {m: tuned[(m, 0)].wise_ft_alpha for m in METHODS},
         # the trainer counts rows for cultureclip (two examples each) and single examples for clip
-        "examples_per_step": {m: tuned[(m, 0)].samples_seen // max(tuned[(m, 0)].steps, 1)
+        "examples_per_step": {m: tuned[(m, 0)].summary["samples_seen"] // max(tuned[(m, 0)].summary["steps"], 1)
                               * (2 if m == "cultureclip" else 1) for m in METHODS},
     }
     summary["config"] = _jsonable(asdict(config))
@@ -180,4 +164,4 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda v: asdict(v) if hasattr(v, "__dataclass_fields__") else str(v)))
 
 
-__all__ = ["evaluate_one", "run_demo"]
+__all__ = ["run_demo"]

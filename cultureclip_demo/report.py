@@ -131,15 +131,20 @@ def plot_bars(summary: dict[str, Any], path: Path) -> None:
 def model_card(summary: dict[str, Any]) -> ModelCard:
     """The card of the merged CultureCLIP demo model: how it was made, the results table and the plot."""
     claim = summary["claim"]
+    alpha = summary["training"]["wise_ft_alpha"].get("cultureclip")
+    new_words = summary["data"]["new_words_trained"]
+    words = f" and the embedding rows of the {new_words} words no pretraining caption used" if new_words else ""
+    blend = (f", then blended with the base by WiSE-FT ((1 - {alpha:g}) x base + {alpha:g} x fine-tuned weights, as "
+             "evaluated below; `adapter/` is the unblended adapter)" if alpha is not None else "")
     data = ModelCardData(license="cc-by-4.0", library_name="transformers", pipeline_tag="zero-shot-image-classification",
                          tags=["clip", "cultureclip", "demo", "twemoji", "lora"])
     body = f"""
 # CultureCLIP offline demo (tiny CLIP on Twemoji)
 
 A tiny CLIP pretrained from scratch on Twemoji images captioned with their CLDR names (the twin catalog's emoji
-left out), then fine-tuned with LoRA (q/v projections of every layer of both towers) on the mini CulTwin mixed
+left out), then fine-tuned with LoRA (q/v projections of every layer of both towers){words} on the mini CulTwin mixed
 with general replay rows, using the CultureCLIP objective (twins kept together in a batch). This folder holds the
-seed-0 CultureCLIP model with the adapter merged in. Load it with
+seed-0 CultureCLIP model with the adapter merged in{blend}. Load it with
 `AutoModel.from_pretrained(path, trust_remote_code=True)` and `AutoProcessor.from_pretrained(path)`.
 
 ## Results
@@ -194,7 +199,7 @@ def write_reports(summary: dict[str, Any], records: dict[str, list[dict]], out: 
     card = model_card(summary)
 
     hub.mkdir(parents=True, exist_ok=True)
-    _copy_tree(artifacts.model_dir, hub / "model")
+    _copy_tree(artifacts.wise_ft_dir or artifacts.model_dir, hub / "model")  # the model that was evaluated
     card.save(str(hub / "model" / "README.md"))
     shutil.copy2(results / "results.png", hub / "model" / "results.png")
     _copy_tree(artifacts.adapter_dir, hub / "adapter")

@@ -126,21 +126,56 @@ def test_model_loads_with_remote_code_without_this_package(demo_dir: Path, tmp_p
     assert torch.allclose(torch.tensor(info["logits"]), expected, atol=1e-5)
 
 
-def test_adapter_on_base_reproduces_merged_model(demo_dir: Path) -> None:
-    from cultureclip_training.lora import load_adapter, merge_lora
+def test_shipped_model_is_adapter_on_base_blended_by_wise_ft(demo_dir: Path) -> None:
+    from cultureclip_training.lora import load_adapter, merge_lora, wise_ft
     from modeling_cultureclip import CultureCLIPModel
 
     hub = demo_dir / "hub"
+    summary = json.loads((demo_dir / "results" / "summary.json").read_text())
+    alpha = summary["training"]["wise_ft_alpha"]["cultureclip"]
+    assert alpha is not None and 0.0 < alpha < 1.0
     assert json.loads((hub / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == "../base"
     merged = merge_lora(load_adapter(CultureCLIPModel.from_pretrained(hub / "base"), hub / "adapter"))
-    shipped = CultureCLIPModel.from_pretrained(hub / "model")
     base = CultureCLIPModel.from_pretrained(hub / "base")
-    mine, theirs, start = merged.state_dict(), shipped.state_dict(), base.state_dict()
+    blended = wise_ft(base, merged, alpha)
+    shipped = CultureCLIPModel.from_pretrained(hub / "model")
+    mine, theirs, start = blended.state_dict(), shipped.state_dict(), base.state_dict()
     assert mine.keys() == theirs.keys()
     for name in mine:
         assert torch.allclose(mine[name], theirs[name], atol=1e-6), name
-    # fine-tuning changed some attention weight (the adapter is not a no-op)
+    # fine-tuning changed attention weights and the embedding rows of words new to the base, and nothing else there
     assert any(not torch.equal(theirs[n], start[n]) for n in theirs if "q_proj.weight" in n)
+    embedding = "text_model.embeddings.token_embedding.weight"
+    changed = (theirs[embedding] - start[embedding]).abs().sum(dim=1).nonzero().flatten().tolist()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(hub / "model")
+    assert changed and set(tokenizer.convert_ids_to_tokens(changed)) <= set(summary["data"]["new_words"])
+
+
+def test_worker_processes_compute_what_this_process_computes(demo_dir: Path, tmp_path: Path) -> None:
+    from cultureclip_demo.config import load_config
+    from cultureclip_demo.finetune_runs import FinetuneJob, finetune_and_evaluate
+    from modeling_cultureclip.tiny import words_of
+
+    summary = json.loads((demo_dir / "results" / "summary.json").read_text())
+    assert summary["config"]["finetune"]["workers"] == 2
+    config = load_config("quick.yaml")
+    work = demo_dir / "work"
+    base_dir = work / "pretrain" / "model"
+    data = datasets.load_from_disk(str(work / "finetune-data"))
+    new_words = summary["data"]["new_words"]
+    assert len(new_words) == summary["data"]["new_words_trained"] and "chad" in new_words
+    finetune = data["finetune"]
+    texts = [text for column in ("caption", "twin_caption", "concept", "twin_concept") for text in finetune[column]]
+    assert set(new_words) <= set(words_of(texts))
+    job = FinetuneJob("plain", 1, config, str(base_dir), str(work / "finetune-data"),
+                      str(tmp_path / "plain-seed1"), ("twemoji", "openmoji"), tuple(new_words))
+    here = finetune_and_evaluate(job)
+    for style in ("twemoji", "openmoji"):
+        for task in ("twin", "general"):
+            worker = json.loads((demo_dir / "results" / "records" / f"plain-seed1__{style}__{task}.json").read_text())
+            assert here.record[style][task]["metrics"] == worker["metrics"], (style, task)
 
 
 def test_dataset_loads_with_load_dataset(demo_dir: Path) -> None:
