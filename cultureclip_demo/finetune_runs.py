@@ -7,7 +7,7 @@ from __future__ import annotations
 import multiprocessing
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,13 +102,12 @@ def _finetune_and_evaluate(job: FinetuneJob) -> FinetuneOutcome:
                             "evaluate": round(time.perf_counter() - trained, 2)})
 
 
-def run_jobs(jobs: list[FinetuneJob], workers: int, progress: bool = True,
-             run: Callable[[FinetuneJob], FinetuneOutcome] = finetune_and_evaluate) -> list[FinetuneOutcome]:
+def run_jobs(jobs: list[FinetuneJob], workers: int, progress: bool = True) -> list[FinetuneOutcome]:
     """Every job's outcome, in job order: in this process when `workers` is 1, else in `workers` spawned processes
     (spawn, not fork: a forked copy of a process that already ran torch can hang in its thread pools)."""
     bar = tqdm(total=len(jobs), desc="fine-tuning runs", disable=not progress, file=sys.stderr)
     outcomes: dict[int, FinetuneOutcome] = {}
-    for index, outcome in _completed(jobs, workers, run):
+    for index, outcome in _completed(jobs, workers):
         outcomes[index] = outcome
         bar.update(1)
         bar.set_postfix_str(f"{outcome.method} seed {outcome.seed} done")
@@ -116,15 +115,14 @@ def run_jobs(jobs: list[FinetuneJob], workers: int, progress: bool = True,
     return [outcomes[index] for index in range(len(jobs))]
 
 
-def _completed(jobs: list[FinetuneJob], workers: int,
-               run: Callable[[FinetuneJob], FinetuneOutcome]) -> Iterator[tuple[int, FinetuneOutcome]]:
+def _completed(jobs: list[FinetuneJob], workers: int) -> Iterator[tuple[int, FinetuneOutcome]]:
     if workers <= 1 or len(jobs) <= 1:
         for index, job in enumerate(jobs):
-            yield index, run(job)
+            yield index, finetune_and_evaluate(job)
         return
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
-        futures = {pool.submit(run, job): index for index, job in enumerate(jobs)}
+        futures = {pool.submit(finetune_and_evaluate, job): index for index, job in enumerate(jobs)}
         for future in as_completed(futures):
             yield futures[future], future.result()
 
