@@ -59,7 +59,9 @@ def format_summary(summary: dict, output_dir: str) -> str:
     for style, values in summary["other_styles"].items():
         cells = ", ".join(f"{role} {100 * values[role]['twin_accuracy']['mean']:.1f}"
                           for role in ("base", "plain", "cultureclip"))
-        lines.append(f"  twin accuracy on {style} (never trained on): {cells}")
+        same = len(summary["data"]["styles"][style]["twin_pairs_drawn_identically"])
+        note = f" ({same} of {summary['data']['twin_pairs']} pairs drawn identically in this style)" if same else ""
+        lines.append(f"  twin accuracy on {style} (never trained on): {cells}{note}")
     claim = summary["claim"]
     lines.append(f"  claim {'HOLDS' if claim['holds'] else 'DOES NOT HOLD'}: twin gap {100 * claim['twin_gap']:.1f} "
                  f"points, general drop vs base {100 * claim['general_drop_vs_base']:.1f} points")

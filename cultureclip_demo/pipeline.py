@@ -23,7 +23,7 @@ from modeling_cultureclip.tiny import build_word_tokenizer, tiny_config, tiny_pr
 
 from . import data as demo_data
 from .config import METHODS, DemoConfig, resolve
-from .emoji_sources import general_emoji, get_style
+from .emoji_sources import general_emoji, get_style, pairs_drawn_identically
 from .evaluation import evaluate_one
 from .finetune_runs import FinetuneJob, run_jobs, save_job_data
 from .report import summarise, write_reports
@@ -111,7 +111,8 @@ def run_demo(config: DemoConfig, output_dir: str | Path, device: str = "cpu", pr
             drawable, style, config.evaluation.general_classes, config.evaluation.general_views, size,
             config.evaluation.view, seed=config.evaluation.seed)
         style_info[style_name] = {"package": style.package, "general_emoji_drawable": len(drawable),
-                                  "general_emoji_not_drawable": len(general) - len(drawable)}
+                                  "general_emoji_not_drawable": len(general) - len(drawable),
+                                  "twin_pairs_drawn_identically": pairs_drawn_identically(catalog, style)}
 
     records: dict[str, list[dict]] = {"base": [], "plain": [], "cultureclip": []}
     records["base"].append(timer.run("evaluate base", evaluate_one, pretrain.model, processor, twin_sets,

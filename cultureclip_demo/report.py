@@ -136,6 +136,10 @@ def model_card(summary: dict[str, Any]) -> ModelCard:
     words = f" and the embedding rows of the {new_words} words no pretraining caption used" if new_words else ""
     blend = (f", then blended with the base by WiSE-FT ((1 - {alpha:g}) x base + {alpha:g} x fine-tuned weights, as "
              "evaluated below; `adapter/` is the unblended adapter)" if alpha is not None else "")
+    identical = "".join(
+        f"\nIn {style}, {len(pairs)} twin pairs are drawn pixel for pixel alike ({'; '.join(pairs)}): no model can "
+        "separate them there.\n"
+        for style, info in summary["data"]["styles"].items() if (pairs := info["twin_pairs_drawn_identically"]))
     data = ModelCardData(license="cc-by-4.0", library_name="transformers", pipeline_tag="zero-shot-image-classification",
                          tags=["clip", "cultureclip", "demo", "twemoji", "lora"])
     body = f"""
@@ -156,7 +160,7 @@ zero-shot classification among {summary['data']['eval_general_items_per_style'] 
 general emoji outside the twin catalog.
 
 {results_table(summary)}
-
+{identical}
 Every number (Twemoji views):
 
 {per_seed_table(summary)}

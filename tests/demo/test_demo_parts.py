@@ -1,4 +1,6 @@
-"""Small parts of the demo, without running it: which words count as new to the base, and config checks."""
+"""Small parts of the demo, without running it: which words count as new to the base, config checks, art styles."""
+
+from pathlib import Path
 
 import datasets
 import pytest
@@ -24,3 +26,27 @@ def test_workers_must_be_positive(tmp_path):
     path.write_text("inherit: quick.yaml\nfinetune: {workers: 0}\n")
     with pytest.raises(DemoConfigError, match="workers=0"):
         load_config(str(path))
+
+
+# Pairs a style draws pixel for pixel alike (OpenMoji uses one blue for Chad and Romania, one red for Indonesia and
+# Monaco); the demo reports them per style.
+IDENTICAL = {"twemoji": [], "openmoji": ["flag of Chad / flag of Romania", "flag of Indonesia / flag of Monaco"],
+             "noto": []}
+
+
+@pytest.mark.parametrize("name", ["twemoji", "openmoji", "noto"])
+def test_styles_draw_every_twin_and_report_identical_pairs(name):
+    import numpy as np
+
+    from cultureclip_demo.emoji_sources import ICON_SIZE, NotoColorStyle, get_style, pairs_drawn_identically
+    from dataset_builder.twin_catalog import load_twin_catalog
+
+    if name == "noto" and not Path(NotoColorStyle.FONT).is_file():
+        pytest.skip(f"{NotoColorStyle.FONT} is not installed (Debian package fonts-noto-color-emoji)")
+    style = get_style(name)
+    catalog = load_twin_catalog()
+    for concept in catalog.concepts.values():
+        icon = np.asarray(style.icon(concept.emoji).convert("RGBA"))
+        assert icon.shape == (ICON_SIZE, ICON_SIZE, 4) and icon[..., 3].max() > 0, concept.concept
+    assert pairs_drawn_identically(catalog, style) == IDENTICAL[name]
+    assert not style.has("\U000E0FFE")  # unassigned: no glyph (the fonts' fallback is recognised)

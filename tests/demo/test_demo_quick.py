@@ -74,6 +74,8 @@ def test_summary_schema(demo_dir: Path) -> None:
         for metric in ("twin_accuracy", "general_accuracy"):
             _check_stat(summary[role][metric], 1 if role == "base" else SEEDS)
     openmoji = summary["other_styles"]["openmoji"]
+    assert summary["data"]["styles"]["openmoji"]["twin_pairs_drawn_identically"] == [
+        "flag of Chad / flag of Romania", "flag of Indonesia / flag of Monaco"]
     for role in ROLES:
         _check_stat(openmoji[role]["twin_accuracy"], 1 if role == "base" else SEEDS)
     claim = summary["claim"]
