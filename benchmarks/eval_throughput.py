@@ -82,7 +82,7 @@ def release_style(model, processor, bench, dataset, seed: int) -> tuple[np.ndarr
     predictions = []
     for row, options in zip(items.rows, items.options):
         image = dataset[row]["image"]  # decoded by datasets, as the release scripts read it
-        inputs = processor(text=options, images=image, return_tensors="pt", padding=True)
+        inputs = processor(text=options, images=image, return_tensors="pt", padding=True).to(model.device)
         predictions.append(int(model(**inputs).logits_per_image.argmax(dim=1)))
     return np.asarray(predictions), np.asarray(items.answer), time.perf_counter() - start
 
@@ -96,7 +96,7 @@ def release_style_zero_shot(model, processor, dataset, template: str) -> tuple[f
     hits = []
     for row in range(len(dataset)):
         record = dataset[row]
-        inputs = processor(text=prompts, images=record["image"], return_tensors="pt", padding=True)
+        inputs = processor(text=prompts, images=record["image"], return_tensors="pt", padding=True).to(model.device)
         hits.append(classes[int(model(**inputs).logits_per_image.argmax(dim=1))] == record["object"])
     return float(np.mean(hits)), time.perf_counter() - start
 
@@ -132,16 +132,19 @@ def main() -> None:
     parser.add_argument("--release-images", type=int, default=24, help="images per round for the release style")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best round of each side counts")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine (both sides use it)")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     model, processor = build_model()
+    model.to(args.device)
     data = make_dataset(args.images)
     subset = data.select(range(args.release_images))
     with torch.inference_mode():  # warm-up: one-off allocations are paid by neither side
         DualEncoder(model, processor).encode_images([Image.new("RGB", (64, 64))] * 2)
+        release_choice(model, processor, data.select(range(2)))
 
     print(f"model: random CLIP with ViT-B/32 shapes ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M "
-          f"params), {torch.get_num_threads()} threads; {args.rounds} alternating rounds, best round per side "
+          f"params) on {args.device}, {torch.get_num_threads()} threads; {args.rounds} alternating rounds, best round per side "
           f"(other processes on the machine add noise)")
     scenarios = [("region choice, 4 options", ours_choice, release_choice),
                  ("zero-shot, 40 classes", ours_zero_shot,
