@@ -129,6 +129,8 @@ def test_model_loads_with_remote_code_without_this_package(demo_dir: Path, tmp_p
 
 
 def test_shipped_model_is_adapter_on_base_blended_by_wise_ft(demo_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
     from cultureclip_training.lora import load_adapter, merge_lora, wise_ft
     from modeling_cultureclip import CultureCLIPModel
 
@@ -149,8 +151,6 @@ def test_shipped_model_is_adapter_on_base_blended_by_wise_ft(demo_dir: Path) -> 
     assert any(not torch.equal(theirs[n], start[n]) for n in theirs if "q_proj.weight" in n)
     embedding = "text_model.embeddings.token_embedding.weight"
     changed = (theirs[embedding] - start[embedding]).abs().sum(dim=1).nonzero().flatten().tolist()
-    from transformers import AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(hub / "model")
     assert changed and set(tokenizer.convert_ids_to_tokens(changed)) <= set(summary["data"]["new_words"])
 
