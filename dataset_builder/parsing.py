@@ -53,8 +53,9 @@ def extract_json_object(answer: Any) -> dict[str, Any]:
     return obj
 
 
-def check_fields(obj: dict[str, Any], spec: dict[str, type]) -> dict[str, Any]:
-    """Require exactly the keys of `spec` with the given types (bool is not an int here)."""
+def check_fields(obj: dict[str, Any], spec: dict[str, type], allow_empty: bool = False) -> dict[str, Any]:
+    """Require exactly the keys of `spec` with the given types (bool is not an int here); strings must be non-blank
+    unless `allow_empty`."""
     for name in obj:
         if name not in spec:
             raise Rejected(f"unexpected_field:{name}")
@@ -64,7 +65,7 @@ def check_fields(obj: dict[str, Any], spec: dict[str, type]) -> dict[str, Any]:
         value = obj[name]
         if (typ is int and isinstance(value, bool)) or not isinstance(value, typ):
             raise Rejected(f"wrong_type:{name}", f"expected {typ.__name__}, got {type(value).__name__}")
-        if typ is str and not value.strip():
+        if typ is str and not allow_empty and not value.strip():
             raise Rejected(f"empty_field:{name}")
     return obj
 
@@ -106,16 +107,9 @@ def parse_bottom_up(answer: Any) -> dict[str, Any]:
     """Parse a bottomup.v1 answer; when keep is true every other field must be filled and the category valid."""
     obj = extract_json_object(answer)
     spec = {"keep": bool, "concept": str, "country": str, "category": str, "context": str, "visual_features": str}
-    for name in obj:
-        if name not in spec:
-            raise Rejected(f"unexpected_field:{name}")
-    for name, typ in spec.items():
-        if name not in obj:
-            raise Rejected(f"missing_field:{name}")
-        if not isinstance(obj[name], typ):
-            raise Rejected(f"wrong_type:{name}", f"expected {typ.__name__}, got {type(obj[name]).__name__}")
+    check_fields(obj, spec, allow_empty=True)  # a rejected term may leave its other fields blank
     if obj["keep"]:
-        check_fields(obj, {**spec, "keep": bool})
+        check_fields(obj, spec)
         if obj["category"].strip() not in CATEGORIES:
             raise Rejected("unknown_category", obj["category"])
     return _strings(obj)
