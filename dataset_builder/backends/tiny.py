@@ -123,6 +123,11 @@ def _fast_tokenizer(tok, **special: str):
     return PreTrainedTokenizerFast(tokenizer_object=tok, padding_side="left", **special)
 
 
+# The language model of every tiny VLM: hidden 32 with 2 heads (head_dim 16), one key/value head, 2 layers.
+_TINY_DECODER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                     num_key_value_heads=1, max_position_embeddings=512)
+
+
 def _qwen_parts(family: str, tokenizer):
     """Model config, model class and (processor class, PIL image processor) for a tiny Qwen2-VL / Qwen2.5-VL."""
     from transformers import Qwen2VLImageProcessorPil
@@ -131,12 +136,7 @@ def _qwen_parts(family: str, tokenizer):
     # hidden 32 with 2 heads -> head_dim 16; multimodal RoPE splits head_dim/2 = 8 rotary pairs over (t, h, w).
     text = dict(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=512,
+        **_TINY_DECODER,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],
@@ -245,12 +245,7 @@ def _llava_parts(tokenizer):
     text = dict(
         model_type="llama",
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=512,
+        **_TINY_DECODER,
         bos_token_id=tokenizer.convert_tokens_to_ids("<s>"),
         eos_token_id=tokenizer.convert_tokens_to_ids("</s>"),
         pad_token_id=tokenizer.convert_tokens_to_ids("<pad>"),
