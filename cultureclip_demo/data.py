@@ -19,6 +19,7 @@ from .emoji_sources import EmojiConcept, ViewRange, views
 FINETUNE_COLUMNS = ("image", "twin_image", "caption", "twin_caption", "concept_id", "twin_concept_id", "concept",
                     "twin_concept")
 REPLAY_PREFIX = "general:"
+TEXT_COLUMNS = ("caption", "twin_caption", "concept", "twin_concept")
 
 
 def _image_features(columns: dict[str, str]) -> datasets.Features:
@@ -73,11 +74,14 @@ def finetune_mixture(cultwin: datasets.DatasetDict, replay: datasets.Dataset, se
     return datasets.concatenate_datasets(parts).shuffle(seed=seed).flatten_indices()
 
 
+def texts_of(dataset: datasets.Dataset) -> list[str]:
+    """Every caption and concept name of both sides of a CulTwin-layout dataset."""
+    return [text for column in TEXT_COLUMNS for text in dataset[column]]
+
+
 def words_new_to(mixture: datasets.Dataset, pretraining_captions: list[str]) -> list[str]:
     """Words of the mixture's captions and concept names that no pretraining caption uses, sorted."""
-    seen = set(words_of(pretraining_captions))
-    texts = [text for column in ("caption", "twin_caption", "concept", "twin_concept") for text in mixture[column]]
-    return sorted(set(words_of(texts)) - seen)
+    return sorted(set(words_of(texts_of(mixture))) - set(words_of(pretraining_captions)))
 
 
 def twin_eval_set(catalog: TwinCatalog, style, views_per_side: int, size: int, view: ViewRange,
@@ -120,5 +124,5 @@ def general_eval_set(concepts: list[EmojiConcept], style, classes: int, views_pe
     return datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
 
 
-__all__ = ["FINETUNE_COLUMNS", "REPLAY_PREFIX", "finetune_mixture", "general_eval_set", "pretraining_rows",
-           "replay_rows", "twin_eval_set", "words_new_to"]
+__all__ = ["FINETUNE_COLUMNS", "REPLAY_PREFIX", "TEXT_COLUMNS", "finetune_mixture", "general_eval_set",
+           "pretraining_rows", "replay_rows", "texts_of", "twin_eval_set", "words_new_to"]

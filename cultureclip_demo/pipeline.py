@@ -69,8 +69,7 @@ def run_demo(config: DemoConfig, output_dir: str | Path, device: str = "cpu", pr
     pretrain_concepts = general[: config.pretrain.max_general_emoji] if config.pretrain.max_general_emoji else general
     texts = [c.name for c in general] + [c.concept for c in catalog.concepts.values()]
     for split in cultwin.values():
-        for column in ("caption", "twin_caption", "concept", "twin_concept"):
-            texts += list(split[column])
+        texts += demo_data.texts_of(split)
     tokenizer = build_word_tokenizer(words_of(texts))
     processor = tiny_processor(tokenizer, size)
     pretrain_rows = timer.run("render pretraining views", demo_data.pretraining_rows, pretrain_concepts, twemoji,

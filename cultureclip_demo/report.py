@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
 from pathlib import Path
@@ -10,7 +9,8 @@ from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from evaluate_suite.report import write_text_atomic
+from cultureclip_training.artifacts import atomic_dir
+from evaluate_suite.report import save_figure, write_text_atomic
 from evaluate_suite.runner import write_json_atomic
 
 from .config import DemoConfig
@@ -121,11 +121,8 @@ def plot_bars(summary: dict[str, Any], path: Path) -> None:
             ax.set_ylim(0, 100)
             ax.set_ylabel("%")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(tmp, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def model_card(summary: dict[str, Any]) -> ModelCard:
@@ -180,11 +177,7 @@ project, CC BY-SA 4.0. Emoji names from the `emoji` package (Unicode CLDR).
 
 
 def _copy_tree(source: Path, target: Path, ignore=None) -> None:
-    temporary = target.with_name(f".tmp-{target.name}")
-    shutil.rmtree(temporary, ignore_errors=True)
-    shutil.copytree(source, temporary, ignore=ignore)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(temporary, target)
+    atomic_dir(target, lambda temporary: shutil.copytree(source, temporary, ignore=ignore, dirs_exist_ok=True))
 
 
 def write_reports(summary: dict[str, Any], records: dict[str, list[dict]], out: Path, base_dir: Path, artifacts,

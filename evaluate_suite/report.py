@@ -161,7 +161,7 @@ def plot_continents(records: Sequence[dict], out_dir: Path) -> list[Path]:
         ax.legend(fontsize=8)
         fig.tight_layout()
         path = out_dir / "plots" / f"continents__{safe_name(bench)}__{safe_name(task)}.png"
-        _save_figure(fig, path)
+        save_figure(fig, path)
         plt.close(fig)
         paths.append(path)
     return paths
@@ -194,7 +194,7 @@ def plot_confusions(records: Sequence[dict], out_dir: Path) -> list[Path]:
         fig.colorbar(image, ax=ax)
         fig.tight_layout()
         path = out_dir / "plots" / f"twin_confusion__{safe_name(r['model']['id'])}__{safe_name(r['benchmark'])}.png"
-        _save_figure(fig, path)
+        save_figure(fig, path)
         plt.close(fig)
         paths.append(path)
     return paths
@@ -206,7 +206,8 @@ def _short(model_id: str, limit: int = 40) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
-def _save_figure(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
+    """Save a matplotlib figure as PNG through a same-folder temp file and os.replace."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
     os.close(fd)
@@ -255,4 +256,4 @@ def build_report(results_dir: str | Path, output_dir: str | Path, dataset_ids: M
 
 
 __all__ = ["build_report", "comparison_rows", "eval_result_entries", "model_index_card", "plot_confusions",
-           "plot_continents"]
+           "plot_continents", "save_figure"]
