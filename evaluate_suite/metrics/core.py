@@ -36,7 +36,8 @@ def accuracy(predictions: ArrayLike, references: ArrayLike) -> float:
 
 
 def balanced_accuracy(predictions: ArrayLike, references: ArrayLike) -> float:
-    """Mean per-class recall over the classes present in `references` (scikit-learn's definition)."""
+    """Mean per-class recall over the classes present in `references` (scikit-learn's `balanced_accuracy_score`,
+    which CLIP_benchmark reports as `mean_per_class_recall`)."""
     p, r = _array(predictions, "predictions"), _array(references, "references")
     _check_same_length(p, r, ("predictions", "references"))
     recalls = [np.mean(p[r == c] == c) for c in np.unique(r)]
@@ -88,34 +89,51 @@ def retrieval_recall(similarity: ArrayLike, relevant: ArrayLike, ks: Sequence[in
     return out
 
 
+MIN_GROUP_SIZE = 20  # groups with fewer items are listed with their n but never ranked worst/best
+
+
 @dataclass(frozen=True)
 class GroupBreakdown:
-    """Accuracy per group, with the worst and best groups and the gap between them."""
+    """Accuracy and size of every group; worst/best group and their gap over the groups with >= min_group_size
+    items only (None when fewer than two groups are that large). Smaller groups are listed in `small_groups`."""
 
     accuracy: dict[str, float]
     counts: dict[str, int]
-    worst_group: str
-    worst_accuracy: float
-    best_group: str
-    best_accuracy: float
-    gap: float
     min_group_size: int
+    ranked_groups: list[str]
+    small_groups: dict[str, int]
+    worst_group: str | None
+    worst_accuracy: float | None
+    best_group: str | None
+    best_accuracy: float | None
+    gap: float | None
+
+    @property
+    def ranked(self) -> bool:
+        """Whether worst/best/gap exist (at least two groups of >= min_group_size items)."""
+        return self.gap is not None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def group_accuracy(correct: ArrayLike, groups: Sequence[str | None], min_group_size: int = 1) -> GroupBreakdown | None:
+def group_accuracy(correct: ArrayLike, groups: Sequence[str | None],
+                   min_group_size: int = MIN_GROUP_SIZE) -> GroupBreakdown | None:
     """Accuracy of `correct` (per-item 0/1 or fractions) within each group.
 
-    Items whose group is None are left out. Groups smaller than `min_group_size` are reported but not eligible as
-    worst/best (a group of one image says little). Returns None when no group is eligible.
+    Items whose group is None are left out. Only groups with at least `min_group_size` items are ranked (worst, best,
+    gap; needs two such groups); the others keep their accuracy and n but are listed as small, not ranked. Returns
+    None when no item has a group.
     """
     c = _array(correct, "correct").astype(float)
     if len(c) != len(groups):
         raise ValueError(f"`correct` has {len(c)} entries but `groups` has {len(groups)}")
+    if min_group_size < 1:
+        raise ValueError(f"min_group_size must be >= 1, got {min_group_size}")
     labels = np.asarray([g if g is not None else "" for g in groups], dtype=object)
-    known = np.asarray([g is not None for g in groups])
+    known = np.asarray([g is not None for g in groups], dtype=bool)
+    if not known.any():
+        return None
     acc: dict[str, float] = {}
     counts: dict[str, int] = {}
     for g in sorted(set(labels[known].tolist())):
@@ -123,12 +141,13 @@ def group_accuracy(correct: ArrayLike, groups: Sequence[str | None], min_group_s
         acc[g] = float(c[mask].mean())
         counts[g] = int(mask.sum())
     eligible = {g: a for g, a in acc.items() if counts[g] >= min_group_size}
-    if not eligible:
-        return None
+    small = {g: n for g, n in counts.items() if n < min_group_size}
+    if len(eligible) < 2:
+        return GroupBreakdown(acc, counts, min_group_size, sorted(eligible), small, None, None, None, None, None)
     worst = min(eligible, key=lambda g: (eligible[g], g))
     best = max(eligible, key=lambda g: (eligible[g], g))
-    return GroupBreakdown(acc, counts, worst, eligible[worst], best, eligible[best], eligible[best] - eligible[worst],
-                          min_group_size)
+    return GroupBreakdown(acc, counts, min_group_size, sorted(eligible), small, worst, eligible[worst], best,
+                          eligible[best], eligible[best] - eligible[worst])
 
 
 @dataclass(frozen=True)
@@ -192,6 +211,6 @@ def seed_summary(per_seed: dict[int, float]) -> SeedSummary:
 
 
 __all__ = [
-    "ConfidenceInterval", "GroupBreakdown", "SeedSummary", "accuracy", "balanced_accuracy", "bootstrap_ci",
+    "MIN_GROUP_SIZE", "ConfidenceInterval", "GroupBreakdown", "SeedSummary", "accuracy", "balanced_accuracy", "bootstrap_ci",
     "group_accuracy", "retrieval_recall", "seed_summary", "top_k_accuracy", "top_k_hits",
 ]

@@ -13,7 +13,7 @@ from evaluate_suite.metrics import METRIC_MODULES, module_path
 REPO = Path(__file__).resolve().parents[2]
 CASES = {
     "cultural_accuracy": ("dict(predictions=[0, 1, 1, 0], references=[0, 1, 0, 0], groups=['Japan', 'Japan', 'Chad',"
-                          " None], n_resamples=200)",
+                          " None], n_resamples=200, min_group_size=1)",
                           {"accuracy": 0.75, "worst_group": "Chad", "best_worst_gap": 1.0}),
     "retrieval_recall": ("dict(predictions=[[0.9, 0.95, 0.2], [0.3, 0.8, 0.7]], references=[[0], [1, 2]], ks=[1])",
                          {"image_to_text_recall@1": 0.5, "text_to_image_recall@1": 2 / 3}),

@@ -63,12 +63,27 @@ def test_retrieval_recall_rejects_orphans():
 def test_group_accuracy_worst_best_gap():
     correct = [1, 1, 0, 1, 0, 0, 1]
     groups = ["Japan", "Japan", "Chad", "Chad", "Peru", None, "Peru"]
-    b = group_accuracy(correct, groups)
+    b = group_accuracy(correct, groups, min_group_size=2)
     assert b.accuracy == {"Chad": 0.5, "Japan": 1.0, "Peru": 0.5}
     assert b.counts == {"Chad": 2, "Japan": 2, "Peru": 2}
     assert (b.worst_group, b.best_group, b.gap) == ("Chad", "Japan", 0.5)
-    only_big = group_accuracy([1, 0, 0], ["A", "B", "B"], min_group_size=2)
-    assert only_big.worst_group == "B" and only_big.best_group == "B"
+    assert b.ranked_groups == ["Chad", "Japan", "Peru"] and b.small_groups == {}
+
+
+def test_small_groups_are_listed_not_ranked():
+    # 25 items in A (60% right), 21 in B (100%), 2 in C (0%): C would be "worst" at any size; at 20 it is only listed.
+    correct = [1] * 15 + [0] * 10 + [1] * 21 + [0, 0]
+    groups = ["A"] * 25 + ["B"] * 21 + ["C"] * 2
+    b = group_accuracy(correct, groups)  # default min_group_size 20
+    assert b.min_group_size == 20
+    assert b.counts == {"A": 25, "B": 21, "C": 2} and b.accuracy["C"] == 0.0
+    assert b.small_groups == {"C": 2} and b.ranked_groups == ["A", "B"]
+    assert (b.worst_group, b.worst_accuracy, b.best_group, b.gap) == ("A", 0.6, "B", pytest.approx(0.4))
+    # One large group cannot be ranked against anything: no worst, no gap, but every n is still there.
+    single = group_accuracy([1, 0, 0], ["A", "B", "B"], min_group_size=2)
+    assert single.ranked_groups == ["B"] and single.small_groups == {"A": 1}
+    assert (single.worst_group, single.gap, single.ranked) == (None, None, False)
+    assert group_accuracy([1, 0], [None, None]) is None
 
 
 def test_bootstrap_ci_is_seeded_and_brackets_the_mean():

@@ -6,7 +6,9 @@ import datasets
 import evaluate
 import numpy as np
 
-from evaluate_suite.metrics.core import balanced_accuracy, bootstrap_ci, group_accuracy, top_k_accuracy
+from evaluate_suite.metrics.core import (
+    MIN_GROUP_SIZE, balanced_accuracy, bootstrap_ci, group_accuracy, top_k_accuracy,
+)
 
 _DESCRIPTION = """Zero-shot classification scores from per-class similarity rows: top-1 and top-k accuracy,
 balanced accuracy (mean per-class recall), a seeded bootstrap interval of top-1, and top-1 per group (for example
@@ -38,8 +40,8 @@ class ZeroShotAccuracy(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predictions, references, top_k=(5,), groups=None, min_group_size=1, confidence_level=0.95,
-                 n_resamples=1000, seed=0):
+    def _compute(self, predictions, references, top_k=(5,), groups=None, min_group_size=MIN_GROUP_SIZE,
+                 confidence_level=0.95, n_resamples=1000, seed=0):
         scores = np.asarray(predictions, dtype=np.float32)
         labels = np.asarray(references)
         if scores.ndim != 2:
@@ -56,6 +58,7 @@ class ZeroShotAccuracy(evaluate.Metric):
             breakdown = group_accuracy(correct, list(groups), min_group_size=min_group_size)
             if breakdown is not None:
                 out.update(group_accuracy=breakdown.accuracy, group_counts=breakdown.counts,
+                           small_groups=breakdown.small_groups,
                            worst_group=breakdown.worst_group, worst_group_accuracy=breakdown.worst_accuracy,
                            best_worst_gap=breakdown.gap)
         return out
