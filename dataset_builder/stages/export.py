@@ -129,6 +129,9 @@ def run(ctx: RunContext, output_dir: Path, pairs: list[Pair], concepts: dict[str
     from ..card import write_card
 
     write_card(output_dir, ctx.recipe, features, split_rows, split_bytes, provenance, stats)
+    from ..benchmark_yaml import write_benchmark_yaml
+
+    write_benchmark_yaml(output_dir, ctx.recipe.export.pretty_name)  # registers the test split as a Hub Benchmark
     summary = {"rows": split_rows, "total_rows": sum(split_rows.values()), "shards": written, "statistics": stats}
     atomic_write_bytes(ctx.run_dir / "export" / "summary.json",
                        json.dumps(summary, indent=1, sort_keys=True, ensure_ascii=False).encode("utf-8"))
