@@ -17,7 +17,7 @@ def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
     for value in values:
         name, sep, rest = value.partition("=")
         if not sep or not name or not rest:
-            raise SystemExit(f"{flag} expects NAME=VALUE, got {value!r}")
+            raise ValueError(f"{flag} expects NAME=VALUE, got {value!r}")
         out[name] = rest
     return out
 
@@ -39,7 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--benchmarks", required=True, help=f"comma-separated: {', '.join(sorted(BENCHMARKS))}")
     run.add_argument("--output-dir", required=True)
     run.add_argument("--data-dir", action="append", default=[], metavar="NAME=PATH",
-                     help="local folder replacing a benchmark's Hub dataset (repeatable)")
+                     help="local folder (parquet or webdataset layout) replacing a benchmark's Hub dataset "
+                          "(repeatable)")
+    run.add_argument("--hub-dataset", action="append", default=[], metavar="NAME=ID[@REV]",
+                     help="another Hub copy (and revision) for a benchmark than its default (repeatable)")
+    run.add_argument("--name", default=None, help="model name in results and reports (default: the Hub id, or the "
+                                                  "checkpoint folder's name)")
+    run.add_argument("--min-group-size", type=int, default=20,
+                     help="groups (countries, regions, ...) smaller than this are listed with their n, not ranked "
+                          "as worst/best (default 20)")
+    run.add_argument("--overwrite", action="store_true", help="replace result files of this model that exist")
     run.add_argument("--batch-size", type=int, default=64)
     run.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="distractor seeds, e.g. 0,1,2")
     run.add_argument("--revision", default=None)
@@ -50,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--results", required=True)
     report.add_argument("--output-dir", required=True)
     report.add_argument("--dataset-id", action="append", default=[], metavar="NAME=HUB_ID",
-                        help="Hub dataset id for a benchmark evaluated from a local folder (repeatable)")
+                        help="publish a benchmark evaluated from local data under this Hub dataset id; its "
+                             ".eval_results notes then say the data was a local copy (repeatable)")
+    report.add_argument("--overwrite", action="store_true", help="replace an existing report folder's files")
     return parser
 
 
@@ -66,16 +77,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 data_dirs=_pairs(args.data_dir, "--data-dir"), seeds=args.seeds, batch_size=args.batch_size,
                 revision=args.revision, trust_remote_code=args.trust_remote_code,
                 bootstrap_resamples=args.bootstrap_resamples, device=args.device,
+                name=args.name, hub_datasets=_pairs(args.hub_dataset, "--hub-dataset"),
+                min_group_size=args.min_group_size, overwrite=args.overwrite,
             )
             for path in paths:
                 print(os.fspath(path))
         else:
             from .report import build_report
 
-            summary = build_report(args.results, args.output_dir, _pairs(args.dataset_id, "--dataset-id"))
+            summary = build_report(args.results, args.output_dir, _pairs(args.dataset_id, "--dataset-id"),
+                                   overwrite=args.overwrite)
             print(json.dumps({k: v for k, v in summary.items() if k != "files"}, indent=2))
     except (EvalDataError, ValueError, KeyError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
         return 2
     return 0
 

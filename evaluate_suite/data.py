@@ -1,9 +1,9 @@
-"""Loading benchmark data (Hub id or local folder) and decoding images with errors that name the row."""
+"""Reading benchmark rows: required columns, undecoded image columns, and lazy image decoding with errors that
+name the row (loading a split from the Hub or a folder is `sources.py`)."""
 
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -11,19 +11,6 @@ import datasets
 from PIL import Image, UnidentifiedImageError
 
 from .errors import EvalDataError
-
-
-def load_benchmark_dataset(source: str, split: str, benchmark: str, revision: str | None = None) -> datasets.Dataset:
-    """One split of a benchmark: `source` is a local folder (parquet + card, or any layout `load_dataset` reads) or
-    a Hub dataset id. Raises EvalDataError when the split is missing."""
-    is_local = os.path.isdir(source)
-    try:
-        loaded = datasets.load_dataset(source, revision=None if is_local else revision)
-    except FileNotFoundError as err:
-        raise EvalDataError(benchmark, f"cannot load dataset from {source!r}: {err}") from err
-    if split not in loaded:
-        raise EvalDataError(benchmark, f"dataset {source!r} has no split {split!r} (splits: {sorted(loaded)})")
-    return loaded[split]
 
 
 def require_columns(dataset: datasets.Dataset, columns: Iterable[str], benchmark: str) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import tempfile
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +37,47 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
-def _models(records: Sequence[dict]) -> list[str]:
-    return list(dict.fromkeys(r["model"]["id"] for r in records))
+@dataclass(frozen=True)
+class DataLabel:
+    """Where a result's numbers came from, as reports show and publish it."""
+
+    key: str  # unique per distinct data: "hub:ID@REV", "local:NAME#FINGERPRINT", "in-memory:NAME"
+    name: str  # display name: the Hub id, or the local folder's / in-memory set's name
+    hub_id: str | None  # the Hub dataset to publish under (loaded from it, or mapped with --dataset-id)
+    revision: str | None  # resolved commit, only when the data was loaded from that Hub dataset
+    mapped: bool  # hub_id comes from --dataset-id, not from where the data was loaded
+
+
+def data_label(record: dict, dataset_ids: Mapping[str, str]) -> DataLabel:
+    """The DataLabel of a record; ValueError when --dataset-id contradicts the Hub dataset it was loaded from."""
+    info = record["dataset"]
+    kind = info.get("kind")
+    bench = record["benchmark"]
+    mapped = dataset_ids.get(bench)
+    if kind == "hub":
+        if mapped and mapped != info["id"]:
+            raise ValueError(f"{record.get('_path', bench)}: {bench} was loaded from Hub dataset {info['id']!r}; "
+                             f"--dataset-id {bench}={mapped} would publish it under another dataset")
+        return DataLabel(f"hub:{info['id']}@{info.get('revision')}", info["id"], info["id"], info.get("revision"),
+                         False)
+    if kind == "local":
+        name = info.get("name") or Path(str(info.get("path", "local"))).name
+        key = f"local:{name}#{str(info.get('fingerprint', ''))[:12]}"
+    elif kind == "in-memory":
+        name = info.get("name") or f"{bench} (in-memory)"
+        key = f"in-memory:{name}#{info.get('datasets_fingerprint') or ''}"
+    else:
+        raise ValueError(f"{record.get('_path', bench)}: dataset kind {kind!r} is not hub/local/in-memory")
+    return DataLabel(key, name, mapped, None, bool(mapped))
+
+
+def model_labels(records: Sequence[dict]) -> dict[str, str]:
+    """{model identity: label}: the model's name, with its identity appended when two models share a name."""
+    names: dict[str, str] = {}
+    for r in records:
+        names.setdefault(r["model"]["identity"], r["model"]["name"])
+    clash = {n for n in names.values() if list(names.values()).count(n) > 1}
+    return {ident: (f"{n} ({ident})" if n in clash else n) for ident, n in names.items()}
 
 
 def _cell(record: dict, metric: str) -> str:
@@ -54,14 +95,33 @@ def _cell(record: dict, metric: str) -> str:
     return text
 
 
-def comparison_rows(records: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the side-by-side table: one row per (benchmark, task, metric), one column per model."""
-    models = _models(records)
-    by_key: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
+def check_unique(records: Sequence[dict], dataset_ids: Mapping[str, str]) -> None:
+    """ValueError naming both files when one model has two results for the same benchmark, task and data."""
+    seen: dict[tuple, str] = {}
     for r in records:
-        by_key[(r["benchmark"], r["task"])][r["model"]["id"]] = r
+        key = (r["model"]["identity"], r["benchmark"], r["task"], data_label(r, dataset_ids).key)
+        if key in seen:
+            raise ValueError(f"two results of model {r['model']['name']!r} for {r['benchmark']}/{r['task']} on the "
+                             f"same data: {seen[key]} and {r.get('_path')}; keep one (or report them separately)")
+        seen[key] = str(r.get("_path"))
+
+
+def comparison_rows(records: Sequence[dict], dataset_ids: Mapping[str, str] | None = None
+                    ) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the side-by-side table: one row per (benchmark, task, data, metric), one column per model.
+    Results on different data never share a row."""
+    dataset_ids = dict(dataset_ids or {})
+    labels = model_labels(records)
+    models = list(labels)
+    by_key: dict[tuple[str, str, str], dict[str, dict]] = defaultdict(dict)
+    shown: dict[tuple[str, str, str], str] = {}
+    for r in records:
+        label = data_label(r, dataset_ids)
+        key = (r["benchmark"], r["task"], label.key)
+        by_key[key][r["model"]["identity"]] = r
+        shown[key] = label.name + (f"@{label.revision[:8]}" if label.revision else "")
     rows = []
-    for (bench, task), per_model in sorted(by_key.items()):
+    for key, per_model in sorted(by_key.items()):
         metrics: list[str] = []
         for r in per_model.values():
             for name in r["metrics"]:
@@ -70,13 +130,15 @@ def comparison_rows(records: Sequence[dict]) -> tuple[list[str], list[list[str]]
         primary = next(iter(per_model.values()))["primary_metric"]
         metrics.sort(key=lambda m: (m != primary, m))
         for metric in metrics:
-            rows.append([bench, task, metric] + [_cell(per_model[m], metric) if m in per_model else "" for m in models])
-    return ["benchmark", "task", "metric"] + models, rows
+            rows.append([key[0], key[1], shown[key], metric] +
+                        [_cell(per_model[m], metric) if m in per_model else "" for m in models])
+    return ["benchmark", "task", "data", "metric"] + [labels[m] for m in models], rows
 
 
-def write_table(records: Sequence[dict], out_dir: Path) -> tuple[Path, Path]:
+def write_table(records: Sequence[dict], out_dir: Path, dataset_ids: Mapping[str, str] | None = None
+                ) -> tuple[Path, Path]:
     """comparison.csv and comparison.md (values in percent)."""
-    header, rows = comparison_rows(records)
+    header, rows = comparison_rows(records, dataset_ids)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(header)
@@ -85,65 +147,109 @@ def write_table(records: Sequence[dict], out_dir: Path) -> tuple[Path, Path]:
     write_text_atomic(csv_path, buffer.getvalue())
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    note = ("\nValues in percent: mean ± std over distractor seeds (where seeded), [95% bootstrap CI].\n")
+    note = ("\nValues in percent: mean ± std over distractor seeds (where seeded), [95% bootstrap CI]. `data` is the "
+            "Hub dataset id@revision the numbers came from, or the name of the local data.\n")
     md_path = out_dir / "comparison.md"
     write_text_atomic(md_path, "\n".join(lines) + "\n" + note)
     return csv_path, md_path
 
 
-def _dataset_id(record: dict, dataset_ids: Mapping[str, str]) -> str | None:
-    return dataset_ids.get(record["benchmark"]) or record.get("dataset", {}).get("id")
+def _value(record: dict) -> float:
+    return round(100 * record["metrics"][record["primary_metric"]], 2)
 
 
 def model_index_card(model: str, records: Sequence[dict], dataset_ids: Mapping[str, str]) -> ModelCard:
-    """A model card whose YAML carries the `model-index` of the model's results (primary metric, percent)."""
-    results = []
+    """A model card whose YAML `model-index` carries one result per (benchmark, task, data) with its primary metric
+    (percent) under the dataset it came from: a Hub id only when loaded from (or mapped to) that Hub dataset, else
+    `local:NAME`, which can never resolve to a Hub dataset. The card body lists every result with its data."""
+    results, table = [], []
+    seen: dict[tuple, str] = {}
     for r in records:
-        source = r.get("dataset", {})
-        results.append(EvalResult(
-            task_type=TASK_TYPES.get(r["task"], "zero-shot-image-classification"), task_name=f"{r['benchmark']}/{r['task']}",
-            dataset_type=_dataset_id(r, dataset_ids) or f"local/{r['benchmark']}", dataset_name=r["benchmark"],
-            dataset_split=source.get("split"), metric_type=r["primary_metric"], metric_name=r["primary_metric"],
-            metric_value=round(100 * r["metrics"][r["primary_metric"]], 2),
-        ))
+        label = data_label(r, dataset_ids)
+        split = r["dataset"].get("split")
+        # The model-index groups metrics by (task type, dataset, config, split, revision) and drops task names, so
+        # the metric type carries the task: two tasks on one dataset never share a metric name.
+        result = EvalResult(
+            task_type=TASK_TYPES.get(r["task"], "zero-shot-image-classification"), task_name=r["benchmark"],
+            dataset_type=label.hub_id or f"local:{label.name}", dataset_name=label.name,
+            dataset_split=split, dataset_revision=label.revision,
+            metric_type=f"{r['task']}/{r['primary_metric']}", metric_name=f"{r['task']} {r['primary_metric']}",
+            metric_value=_value(r),
+        )
+        key = (*result.unique_identifier, result.metric_type)
+        if key in seen:
+            raise ValueError(f"two results for model-index entry {key}: {seen[key]} and {r.get('_path')}")
+        seen[key] = str(r.get("_path"))
+        results.append(result)
+        where = (f"Hub `{label.hub_id}` @ `{label.revision}`" if label.revision else
+                 f"local data `{label.name}`" + (f" (published as `{label.hub_id}`)" if label.mapped else ""))
+        fingerprint = r["dataset"].get("fingerprint") or r["dataset"].get("datasets_fingerprint")
+        table.append(f"| {r['benchmark']} | {r['task']} | {where} | {split} | {r['primary_metric']} | {_value(r):.2f} "
+                     f"| {r.get('protocol', {}).get('name', '')} | {str(fingerprint or '')[:12]} |")
     data = ModelCardData(model_name=model, eval_results=results)
-    body = f"# Evaluation of {model}\n\nScores from `python -m evaluate_suite` (percent, primary metric per task).\n"
+    body = (f"# Evaluation of {model}\n\nScores from `python -m evaluate_suite` (percent, primary metric per task).\n\n"
+            "| benchmark | task | data | split | metric | value | protocol | content fingerprint |\n"
+            "|---|---|---|---|---|---|---|---|\n" + "\n".join(table) + "\n")
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
 
-def eval_result_entries(records: Sequence[dict], dataset_ids: Mapping[str, str]) -> tuple[list[EvalResultEntry],
-                                                                                          list[str]]:
-    """`.eval_results` entries (primary metric, percent) and the benchmark/task pairs left out for lack of a Hub id."""
-    entries, left_out = [], []
+def eval_result_files(records: Sequence[dict], dataset_ids: Mapping[str, str]
+                      ) -> tuple[dict[str, list[EvalResultEntry]], list[str]]:
+    """{`.eval_results` file name: [entry]} for one model (one file per benchmark task, the primary metric in
+    percent), and the results left out because their data is not a Hub dataset."""
+    files: dict[str, list[EvalResultEntry]] = {}
+    origin: dict[str, str] = {}
+    left_out = []
     for r in records:
-        dataset_id = _dataset_id(r, dataset_ids)
-        if not dataset_id:
-            left_out.append(f"{r['benchmark']}/{r['task']}")
+        label = data_label(r, dataset_ids)
+        if label.hub_id is None:
+            left_out.append(f"{r['benchmark']}/{r['task']} ({label.key.split('#')[0]})")
             continue
+        name = f"{safe_name(r['benchmark'])}__{safe_name(r['task'])}.yaml"
+        if name in files:
+            raise ValueError(f"two results of model {r['model']['name']!r} for leaderboard {label.hub_id}/"
+                             f"{r['task']}: {origin[name]} and {r.get('_path')}; keep one")
         seeds = r.get("config", {}).get("seeds", [])
-        notes = f"{r['primary_metric']}; evaluate_suite; seeds {','.join(map(str, seeds))}"
+        notes = [f"{r['primary_metric']} in percent", f"evaluate_suite protocol {r['protocol']['name']} "
+                 f"v{r['protocol']['version']}", f"split {r['dataset'].get('split')}",
+                 f"seeds {','.join(map(str, seeds))}"]
         std = r["metrics"].get(f"{r['primary_metric']}_std")
         if std is not None and len(seeds) > 1:
-            notes += f"; std {100 * std:.2f}"
-        entries.append(EvalResultEntry(dataset_id=dataset_id, task_id=r["task"],
-                                       value=round(100 * r["metrics"][r["primary_metric"]], 2),
-                                       date=r.get("created_at"), notes=notes))
-    return entries, left_out
+            notes.append(f"std over seeds {100 * std:.2f}")
+        if r.get("counts", {}).get("comparable_to_published") is False:
+            notes.append(f"not comparable to published numbers: {r['counts'].get('not_comparable_reason')}")
+        if label.mapped:
+            notes.append(f"evaluated on local data {label.name!r} (content fingerprint "
+                         f"{r['dataset'].get('fingerprint') or r['dataset'].get('datasets_fingerprint')}), not "
+                         f"downloaded from {label.hub_id}; mapped to it with --dataset-id; revision unknown")
+        files[name] = [EvalResultEntry(dataset_id=label.hub_id, task_id=r["task"], value=_value(r),
+                                       dataset_revision=label.revision, date=r.get("created_at"),
+                                       notes="; ".join(notes))]
+        origin[name] = str(r.get("_path"))
+    return files, left_out
 
 
-def plot_continents(records: Sequence[dict], out_dir: Path) -> list[Path]:
-    """One grouped bar chart per (benchmark, task) with a continent breakdown: continents x models."""
+def plot_continents(records: Sequence[dict], out_dir: Path, dataset_ids: Mapping[str, str] | None = None
+                    ) -> list[Path]:
+    """One grouped bar chart per (benchmark, task, data) with a continent breakdown: continents x models."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by_key: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    labels = model_labels(records)
+    by_key: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    names: dict[tuple[str, str, str], str] = {}
     for r in records:
         if "continent" in r.get("breakdowns", {}):
-            by_key[(r["benchmark"], r["task"])].append(r)
+            label = data_label(r, dict(dataset_ids or {}))
+            by_key[(r["benchmark"], r["task"], label.key)].append(r)
+            names[(r["benchmark"], r["task"], label.key)] = label.name
     paths = []
-    for (bench, task), group in sorted(by_key.items()):
+    keys = sorted(by_key)
+    for key in keys:
+        bench, task, _ = key
+        group = by_key[key]
         continents = sorted({c for r in group for c in r["breakdowns"]["continent"]["accuracy"]})
         width = 0.8 / len(group)
         fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(continents) + 2), 4))
@@ -151,16 +257,18 @@ def plot_continents(records: Sequence[dict], out_dir: Path) -> list[Path]:
             acc = r["breakdowns"]["continent"]["accuracy"]
             xs = [j + (i - (len(group) - 1) / 2) * width for j in range(len(continents))]
             bars = ax.bar(xs, [100 * acc.get(c, float("nan")) for c in continents], width,
-                          label=_short(r["model"]["id"]))
+                          label=_short(labels[r["model"]["identity"]]))
             # Value labels keep 0% bars (invisible otherwise) readable.
             ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=1)
         ax.set_xticks(range(len(continents)), continents, rotation=20, ha="right")
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(0, 108)  # headroom for the value labels
-        ax.set_title(f"{bench} / {task}: accuracy per continent")
+        ax.set_title(f"{bench} / {task} on {_short(names[key])}: accuracy per continent", fontsize=9)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        path = out_dir / "plots" / f"continents__{safe_name(bench)}__{safe_name(task)}.png"
+        several = sum(k[:2] == key[:2] for k in keys) > 1
+        suffix = f"__{safe_name(names[key])}" if several else ""
+        path = out_dir / "plots" / f"continents__{safe_name(bench)}__{safe_name(task)}{suffix}.png"
         save_figure(fig, path)
         plt.close(fig)
         paths.append(path)
@@ -168,12 +276,13 @@ def plot_continents(records: Sequence[dict], out_dir: Path) -> list[Path]:
 
 
 def plot_confusions(records: Sequence[dict], out_dir: Path) -> list[Path]:
-    """One 2x2 twin confusion heatmap per model with a `confusion_matrix` extra (CulTwin)."""
+    """One 2x2 twin confusion heatmap per (model, benchmark, data) with a `confusion_matrix` extra (CulTwin)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    model_names = model_labels(records)
     paths = []
     for r in records:
         confusion = r.get("extras", {}).get("confusion_matrix")
@@ -190,19 +299,20 @@ def plot_confusions(records: Sequence[dict], out_dir: Path) -> list[Path]:
         ax.set_yticks(range(len(labels)), labels)
         ax.set_xlabel("predicted side")
         ax.set_ylabel("true side")
-        ax.set_title(f"twin confusion: {_short(r['model']['id'])}", fontsize=9)
+        model = model_names[r["model"]["identity"]]
+        ax.set_title(f"twin confusion: {_short(model)}", fontsize=9)
         fig.colorbar(image, ax=ax)
         fig.tight_layout()
-        path = out_dir / "plots" / f"twin_confusion__{safe_name(r['model']['id'])}__{safe_name(r['benchmark'])}.png"
+        data = safe_name(str(r["dataset"].get("name") or r["dataset"].get("id") or "data"))
+        path = out_dir / "plots" / f"twin_confusion__{safe_name(model)}__{safe_name(r['benchmark'])}__{data}.png"
         save_figure(fig, path)
         plt.close(fig)
         paths.append(path)
     return paths
 
 
-def _short(model_id: str, limit: int = 40) -> str:
-    """Last path component of a local checkpoint path (Hub ids kept whole), cut to `limit` characters."""
-    name = model_id if model_id.count("/") <= 1 and not model_id.startswith("/") else Path(model_id).name
+def _short(name: str, limit: int = 40) -> str:
+    """`name` cut to `limit` characters."""
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
@@ -220,40 +330,70 @@ def save_figure(fig, path: Path) -> None:
         raise
 
 
-def build_report(results_dir: str | Path, output_dir: str | Path, dataset_ids: Mapping[str, str] | None = None
-                 ) -> dict[str, Any]:
-    """Write every report artefact for the results under `results_dir`; returns a summary (also report.json)."""
+def _prepare_output(out: Path, overwrite: bool) -> None:
+    """Refuse to write over an earlier report unless `overwrite`; then remove only the files that report wrote."""
+    previous = out / "report.json"
+    if not previous.is_file():
+        return
+    if not overwrite:
+        raise ValueError(f"{previous}: a report exists already; pass --overwrite to replace it or choose another "
+                         "--output-dir")
+    try:
+        old = json.loads(previous.read_text(encoding="utf-8")).get("files", {})
+    except (json.JSONDecodeError, AttributeError) as err:
+        raise ValueError(f"{previous}: not a report summary ({err}); remove the folder yourself") from err
+    for name in old:
+        target = (out / name).resolve()
+        if out.resolve() in target.parents and target.is_file():
+            target.unlink()
+
+
+def build_report(results_dir: str | Path, output_dir: str | Path, dataset_ids: Mapping[str, str] | None = None,
+                 overwrite: bool = False) -> dict[str, Any]:
+    """Write every report artefact for the results under `results_dir`; returns a summary (also report.json).
+
+    `.eval_results` files are written only for results whose data was loaded from a Hub dataset (revision recorded)
+    or that `dataset_ids` maps to one ({benchmark: Hub id}; their notes say so); everything else is reported in the
+    tables and the model card under its local name only.
+    """
     records = load_results(results_dir)
     dataset_ids = dict(dataset_ids or {})
+    unknown = sorted(set(dataset_ids) - {r["benchmark"] for r in records})
+    if unknown:
+        raise ValueError(f"--dataset-id given for benchmark(s) with no results: {unknown}")
+    check_unique(records, dataset_ids)
     out = Path(output_dir)
-    written: list[Path] = list(write_table(records, out))
+    _prepare_output(out, overwrite)
+    written: list[Path] = list(write_table(records, out, dataset_ids))
     left_out_all: dict[str, list[str]] = {}
-    for model in _models(records):
-        mine = [r for r in records if r["model"]["id"] == model]
+    published: dict[str, list[str]] = {}
+    labels = model_labels(records)
+    for identity, model in labels.items():
+        mine = [r for r in records if r["model"]["identity"] == identity]
         folder = out / "models" / safe_name(model)
         card_path = folder / "README.md"
         write_text_atomic(card_path, str(model_index_card(model, mine, dataset_ids)))
         written.append(card_path)
-        entries, left_out = eval_result_entries(mine, dataset_ids)
+        files, left_out = eval_result_files(mine, dataset_ids)
         if left_out:
             left_out_all[model] = left_out
-        by_bench: dict[str, list[EvalResultEntry]] = defaultdict(list)
-        for entry, record in zip(entries, [r for r in mine if _dataset_id(r, dataset_ids)]):
-            by_bench[record["benchmark"]].append(entry)
-        for bench, bench_entries in by_bench.items():
-            path = folder / ".eval_results" / f"{safe_name(bench)}.yaml"
-            write_text_atomic(path, yaml.safe_dump(eval_result_entries_to_yaml(bench_entries), sort_keys=False))
+        for name, entries in sorted(files.items()):
+            path = folder / ".eval_results" / name
+            write_text_atomic(path, yaml.safe_dump(eval_result_entries_to_yaml(entries), sort_keys=False))
             written.append(path)
-    written += plot_continents(records, out)
+            published.setdefault(model, []).append(name)
+    written += plot_continents(records, out, dataset_ids)
     written += plot_confusions(records, out)
     summary = {
-        "results": len(records), "models": _models(records),
-        "eval_results_left_out": left_out_all,  # no Hub dataset id: pass --dataset-id BENCH=ID to include them
+        "results": len(records), "models": list(labels.values()),
+        "eval_results": published,
+        "eval_results_left_out": left_out_all,  # local data: pass --dataset-id BENCH=ID to publish it
         "files": {str(p.relative_to(out)): file_sha256(p) for p in written},
     }
     write_json_atomic(out / "report.json", summary)
     return summary
 
 
-__all__ = ["build_report", "comparison_rows", "eval_result_entries", "model_index_card", "plot_confusions",
-           "plot_continents", "save_figure"]
+__all__ = ["DataLabel", "build_report", "check_unique", "comparison_rows", "data_label", "eval_result_files",
+           "model_index_card", "model_labels", "plot_confusions", "plot_continents", "save_figure",
+           "write_text_atomic"]

@@ -15,12 +15,32 @@ from typing import Any
 
 import datasets
 
-from .data import load_benchmark_dataset
 from .encoders import DualEncoder, load_encoder
+from .errors import EvalDataError
+from .metrics.core import MIN_GROUP_SIZE
+from .sources import is_hub_id, load_benchmark_data
 from .tasks import Benchmark, EvalSettings, TaskResult, get_benchmark
 
 logger = logging.getLogger(__name__)
-RESULT_SCHEMA_VERSION = 1
+RESULT_SCHEMA_VERSION = 2  # 2: dataset provenance (kind, id+revision or path+fingerprint), protocol, model name
+
+
+def model_display_name(model_id: str, name: str | None = None) -> str:
+    """How results name a model: `name` if given, a Hub id as is, else the last folder name (never a full path)."""
+    if name:
+        return name
+    text = str(model_id).rstrip("/\\")
+    if is_hub_id(text):
+        return text
+    return Path(text).name or text
+
+
+def model_identity(model_id: str, revision: str | None = None, name: str | None = None) -> str:
+    """8 hex digits telling apart models that share a display name (`runs/b32/model` vs `runs_b32/model`): a hash of
+    the absolute path (or Hub id), the revision and the name given."""
+    text = str(model_id)
+    key = os.path.abspath(text) if os.path.exists(text) else text
+    return hashlib.sha256(f"{key}@{revision or ''}#{name or ''}".encode()).hexdigest()[:8]
 
 
 def evaluate_model(
@@ -32,30 +52,51 @@ def evaluate_model(
     batch_size: int = 64,
     bootstrap_resamples: int = 1000,
     encoder: DualEncoder | None = None,
+    dataset_name: str | None = None,
+    min_group_size: int = MIN_GROUP_SIZE,
+    model_name: str | None = None,
     **benchmark_params: Any,
 ) -> dict[str, dict]:
     """Evaluate an in-memory model on an in-memory dataset; returns {task name: result dict}.
 
     `benchmark` is a registered name (see `evaluate_suite.tasks.BENCHMARKS`) or a Benchmark instance. Pass an
-    `encoder` to share its text cache across calls.
+    `encoder` to share its text cache across calls. `dataset_name` labels the in-memory data in reports (it is never
+    taken for a Hub dataset); groups smaller than `min_group_size` are listed, not ranked.
     """
     bench = get_benchmark(benchmark, **benchmark_params) if isinstance(benchmark, str) else benchmark
     encoder = encoder or DualEncoder(model, processor, batch_size=batch_size)
-    settings = EvalSettings(seeds=tuple(seeds), bootstrap_resamples=bootstrap_resamples)
+    settings = EvalSettings(seeds=tuple(seeds), bootstrap_resamples=bootstrap_resamples,
+                            min_group_size=min_group_size)
     results = bench.evaluate(encoder, dataset, settings)
-    return {r.task: result_record(r, bench, encoder, settings, dataset_info={"source": "in-memory"}) for r in results}
+    info = {"kind": "in-memory", "id": None, "name": dataset_name or f"{bench.name} (in-memory)",
+            "split": bench.split, "rows": len(dataset),
+            "datasets_fingerprint": getattr(dataset, "_fingerprint", None)}
+    return {r.task: result_record(r, bench, encoder, settings, info, model_name=model_name) for r in results}
 
 
 def result_record(result: TaskResult, bench: Benchmark, encoder: DualEncoder, settings: EvalSettings,
-                  dataset_info: dict[str, Any], batch_size: int | None = None) -> dict[str, Any]:
-    """The JSON-ready record of one (model, benchmark, task) result."""
+                  dataset_info: dict[str, Any], batch_size: int | None = None,
+                  model_name: str | None = None, loader_skipped: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """The JSON-ready record of one (model, benchmark, task) result.
+
+    `dataset_info` is the provenance of the data (`sources.BenchmarkData.provenance` or an in-memory description);
+    the record adds the rows this task used and the rows left out by reason (loader and task together).
+    """
+    model_id = str(encoder.model_id)
+    skipped = dict(loader_skipped or {})
+    for reason, n in (result.counts.get("skipped") or {}).items():
+        skipped[reason] = skipped.get(reason, 0) + n
+    dataset = {"id": None, **dataset_info, "rows_used": result.counts.get("rows_used"), "rows_skipped": skipped}
     return {
         "schema_version": RESULT_SCHEMA_VERSION,
-        "model": {"id": encoder.model_id, "revision": encoder.revision, "class": type(encoder.model).__name__,
-                  "scoring": encoder.family},
+        "model": {"name": model_display_name(model_id, model_name),
+                  "identity": model_identity(model_id, encoder.revision, model_name),
+                  "source": "hub" if is_hub_id(model_id) else "local", "revision": encoder.revision,
+                  "class": type(encoder.model).__name__, "scoring": encoder.family},
         "benchmark": bench.name,
         "task": result.task,
-        "dataset": {"id": bench.dataset_id, **dataset_info},
+        "protocol": bench.protocol_for(result.task).to_dict(),
+        "dataset": dataset,
         "config": {"task_params": bench.params(), "seeds": list(settings.seeds if bench.seeded else
                                                                   settings.seeds[:1]),
                    "seeded": bench.seeded, "bootstrap_resamples": settings.bootstrap_resamples,
@@ -93,6 +134,26 @@ def write_json_atomic(path: Path, payload: Any) -> None:
         raise
 
 
+def _source_of(bench: Benchmark, data_dirs: Mapping[str, str], hub_datasets: Mapping[str, str]
+               ) -> tuple[str, str | None]:
+    """(local folder or Hub id, Hub revision) a benchmark reads: --data-dir, else --hub-dataset ID[@REV], else its
+    default Hub copy."""
+    if bench.name in data_dirs:
+        folder = data_dirs[bench.name]
+        if not os.path.isdir(folder):
+            raise EvalDataError(bench.name, f"--data-dir {bench.name}={folder}: not a folder")
+        return folder, None
+    if bench.name in hub_datasets:
+        repo_id, _, revision = hub_datasets[bench.name].partition("@")
+        if not is_hub_id(repo_id):
+            raise EvalDataError(bench.name, f"--hub-dataset {bench.name}={hub_datasets[bench.name]}: expected "
+                                            "OWNER/NAME[@REVISION]")
+        return repo_id, revision or None
+    if bench.dataset_id is None:
+        raise ValueError(f"benchmark {bench.name!r} has no Hub dataset: pass --data-dir {bench.name}=PATH")
+    return bench.dataset_id, None
+
+
 def run_benchmarks(
     model: str,
     benchmarks: Sequence[str],
@@ -106,40 +167,63 @@ def run_benchmarks(
     device: str | None = None,
     encoder: DualEncoder | None = None,
     benchmark_params: Mapping[str, dict[str, Any]] | None = None,
+    name: str | None = None,
+    hub_datasets: Mapping[str, str] | None = None,
+    min_group_size: int = MIN_GROUP_SIZE,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Evaluate `model` (path or Hub id) on each benchmark and write one JSON per task into `output_dir`.
 
-    `data_dirs` maps a benchmark name to a local folder replacing its Hub dataset. Returns the written paths.
+    `data_dirs` maps a benchmark name to a local folder, `hub_datasets` to another Hub copy (`ID[@REVISION]`);
+    otherwise the benchmark's default Hub copy is read (only its split). Result files are named
+    `{model name}-{identity}__{benchmark}__{task}.json`; an existing one stops the run unless `overwrite`.
+    Returns the written paths.
     """
-    data_dirs = dict(data_dirs or {})
-    unknown = sorted(set(data_dirs) - set(benchmarks))
-    if unknown:
-        raise ValueError(f"--data-dir given for benchmark(s) not being run: {unknown}")
-    instances = [get_benchmark(name, **(benchmark_params or {}).get(name, {})) for name in benchmarks]
+    data_dirs, hub_datasets = dict(data_dirs or {}), dict(hub_datasets or {})
+    for flag, given in (("--data-dir", data_dirs), ("--hub-dataset", hub_datasets)):
+        unknown = sorted(set(given) - set(benchmarks))
+        if unknown:
+            raise ValueError(f"{flag} given for benchmark(s) not being run: {unknown}")
+    both = sorted(set(data_dirs) & set(hub_datasets))
+    if both:
+        raise ValueError(f"both --data-dir and --hub-dataset given for {both}")
+    instances = [get_benchmark(b, **(benchmark_params or {}).get(b, {})) for b in benchmarks]
     if not instances:
         raise ValueError("no benchmarks given")
-    for bench in instances:
-        if bench.name not in data_dirs and bench.dataset_id is None:
-            raise ValueError(f"benchmark {bench.name!r} has no Hub dataset: pass --data-dir {bench.name}=PATH")
+    sources = {bench.name: _source_of(bench, data_dirs, hub_datasets) for bench in instances}
+    settings = EvalSettings(seeds=tuple(seeds), bootstrap_resamples=bootstrap_resamples,
+                            min_group_size=min_group_size)
+    out_dir = Path(output_dir)
+    identity = model_identity(model, revision, name)
+    stem = f"{safe_name(model_display_name(model, name))}-{identity}"
+    if not overwrite:
+        for bench in instances:
+            existing = sorted(out_dir.glob(f"{stem}__{bench.name}__*.json"))
+            if existing:
+                raise ValueError(f"{existing[0]}: a result of this model on {bench.name!r} exists already (from "
+                                 "another run?); pass --overwrite to replace it or choose another --output-dir")
     encoder = encoder or load_encoder(model, revision=revision, trust_remote_code=trust_remote_code,
                                       batch_size=batch_size, device=device)
-    settings = EvalSettings(seeds=tuple(seeds), bootstrap_resamples=bootstrap_resamples)
-    out_dir = Path(output_dir)
     written = []
     for bench in instances:
-        source = data_dirs.get(bench.name) or bench.dataset_id
-        assert source is not None
-        dataset = load_benchmark_dataset(source, bench.split, bench.name)
-        info = {"source": source, "split": bench.split, "rows": len(dataset),
-                "fingerprint": getattr(dataset, "_fingerprint", None)}
-        logger.info("evaluating %s on %s (%d rows from %s)", encoder.model_id, bench.name, len(dataset), source)
-        for result in bench.evaluate(encoder, dataset, settings):
-            record = result_record(result, bench, encoder, settings, info, batch_size=batch_size)
-            path = out_dir / f"{safe_name(encoder.model_id)}__{bench.name}__{result.task}.json"
+        source, data_revision = sources[bench.name]
+        data = load_benchmark_data(source, bench.split, bench.name, revision=data_revision)
+        bench.use_source(data)
+        logger.info("evaluating %s on %s (%d rows of %s split %r)", model_display_name(model, name), bench.name,
+                    len(data.dataset), source, bench.split)
+        try:
+            results = bench.evaluate(encoder, data.dataset, settings)
+        except EvalDataError as err:
+            raise err.with_source(source) from err
+        for result in results:
+            record = result_record(result, bench, encoder, settings, data.provenance, batch_size=batch_size,
+                                   model_name=model_display_name(model, name), loader_skipped=data.skipped)
+            # Of the checkpoint named on the command line (a passed-in encoder may carry another id).
+            record["model"].update(identity=identity, source="hub" if is_hub_id(model) else "local")
+            path = out_dir / f"{stem}__{bench.name}__{result.task}.json"
             write_json_atomic(path, record)
-            skipped = result.counts.get("skipped")
-            if skipped:
-                logger.warning("%s/%s: skipped rows %s", bench.name, result.task, skipped)
+            if record["dataset"]["rows_skipped"]:
+                logger.warning("%s/%s: rows left out %s", bench.name, result.task, record["dataset"]["rows_skipped"])
             written.append(path)
     return written
 
@@ -154,9 +238,15 @@ def load_results(results_dir: str | Path) -> list[dict[str, Any]]:
                 record = json.load(handle)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}: not valid JSON ({err})") from err
-        missing = [k for k in ("model", "benchmark", "task", "metrics", "primary_metric") if k not in record]
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}: not an evaluate_suite result (a JSON {type(record).__name__})")
+        missing = [k for k in ("model", "benchmark", "task", "metrics", "primary_metric", "dataset") if k not in record]
         if missing:
             raise ValueError(f"{path}: not an evaluate_suite result (missing {missing})")
+        if record.get("schema_version") != RESULT_SCHEMA_VERSION:
+            raise ValueError(f"{path}: result schema {record.get('schema_version')!r}, expected "
+                             f"{RESULT_SCHEMA_VERSION}; its dataset provenance cannot be reported, re-run the "
+                             "evaluation")
         record["_path"] = str(path)
         records.append(record)
     if not records:
@@ -173,4 +263,5 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["evaluate_model", "load_results", "result_record", "run_benchmarks", "safe_name", "write_json_atomic"]
+__all__ = ["RESULT_SCHEMA_VERSION", "evaluate_model", "load_results", "model_display_name", "model_identity",
+           "result_record", "run_benchmarks", "safe_name", "write_json_atomic"]

@@ -19,7 +19,8 @@ import torch
 from ..data import ImageTable, raw_images, require_columns
 from ..encoders import DualEncoder
 from ..errors import EvalDataError
-from ..metrics.core import bootstrap_ci, group_accuracy, seed_summary
+from ..metrics.core import MIN_GROUP_SIZE, bootstrap_ci, group_accuracy, seed_summary
+from ..protocols import Protocol
 
 BENCHMARKS: dict[str, type[Benchmark]] = {}
 
@@ -46,7 +47,13 @@ class EvalSettings:
     seeds: tuple[int, ...] = (0,)
     bootstrap_resamples: int = 1000
     confidence_level: float = 0.95
-    min_group_size: int = 1
+    min_group_size: int = MIN_GROUP_SIZE  # groups smaller than this are listed with their n, never ranked
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise ValueError("at least one seed is needed")
+        if self.min_group_size < 1:
+            raise ValueError(f"min_group_size must be >= 1, got {self.min_group_size}")
 
 
 @dataclass
@@ -72,6 +79,7 @@ class Benchmark(ABC):
     required_columns: ClassVar[tuple[str, ...]] = ()
     image_columns: ClassVar[tuple[str, ...]] = ("image",)
     seeded: ClassVar[bool] = True  # whether items depend on the distractor seed
+    protocol: ClassVar[Protocol]  # what the numbers follow and where they depart from it (in every record)
 
     def __init__(self, split: str | None = None, **params: Any):
         if params:
@@ -81,6 +89,14 @@ class Benchmark(ABC):
     def params(self) -> dict[str, Any]:
         """Task parameters recorded in the result's config."""
         return {"split": self.split}
+
+    def use_source(self, data: Any) -> None:
+        """Take what the loaded source carries beyond its rows (`sources.BenchmarkData`: webdataset root files such
+        as class names and templates). Called by the runner before `evaluate`; a no-op unless a task needs it."""
+
+    def protocol_for(self, task: str) -> Protocol:
+        """The protocol statement of one of this benchmark's tasks (the class's `protocol` unless overridden)."""
+        return self.protocol
 
     def prepare(self, dataset: datasets.Dataset) -> datasets.Dataset:
         """Check columns and rows, leave images undecoded."""
@@ -120,6 +136,22 @@ class ChoiceItems:
 
     def __len__(self) -> int:
         return len(self.image)
+
+
+def add_breakdowns(metrics: dict[str, float], per_item: np.ndarray, groups: dict[str, Sequence[str | None]],
+                   settings: EvalSettings, metric: str = "accuracy") -> dict[str, dict]:
+    """Per-group breakdowns of `per_item` scores (every group's n; worst/best/gap over groups of at least
+    `settings.min_group_size` items only) and, when ranked, `worst_{group}_{metric}` / `{group}_gap` metrics."""
+    breakdowns = {}
+    for name, labels in groups.items():
+        b = group_accuracy(per_item, list(labels), min_group_size=settings.min_group_size)
+        if b is None:
+            continue
+        breakdowns[name] = b.to_dict()
+        if b.ranked:
+            metrics[f"worst_{name}_{metric}"] = b.worst_accuracy
+            metrics[f"{name}_gap" if metric == "accuracy" else f"{name}_{metric}_gap"] = b.gap
+    return breakdowns
 
 
 def shuffled(options: Sequence[str], correct: str, rng: np.random.Generator) -> tuple[list[str], int]:
@@ -197,26 +229,20 @@ class MultipleChoiceBenchmark(Benchmark):
             kinds = sum((items.kinds for items in items_by_seed.values()), [])
         ci = bootstrap_ci(per_item, level=settings.confidence_level, n_resamples=settings.bootstrap_resamples,
                           seed=min(items_by_seed))
-        breakdowns = {}
-        for name, labels in groups.items():
-            b = group_accuracy(per_item, labels, min_group_size=settings.min_group_size)
-            if b is not None:
-                breakdowns[name] = b.to_dict()
         metrics = {"accuracy": summary.mean, "accuracy_std": summary.std}
         if len(set(kinds)) > 1:
-            kind_breakdown = group_accuracy(per_item, kinds)
+            kind_breakdown = group_accuracy(per_item, kinds, min_group_size=1)
             assert kind_breakdown is not None
             for kind, value in kind_breakdown.accuracy.items():
                 metrics[f"accuracy_{kind}"] = value
-        for name, b in breakdowns.items():
-            metrics[f"worst_{name}_accuracy"] = b["worst_accuracy"]
-            metrics[f"{name}_gap"] = b["gap"]
+        breakdowns = add_breakdowns(metrics, per_item, groups, settings)
         n_options = Counter(len(o) for o in first.options)
         return TaskResult(
             task=task, primary_metric="accuracy", metrics=metrics, breakdowns=breakdowns,
             confidence_intervals={"accuracy": ci.to_dict()},
             seeds={"accuracy": summary.to_dict()},
-            counts={"rows": n_rows, "items": len(first), "images": n_images, "skipped": self.skipped(),
+            counts={"rows": n_rows, "rows_used": len(set(first.rows)), "items": len(first), "images": n_images,
+                    "skipped": self.skipped(),
                     "options_per_item": {str(k): v for k, v in sorted(n_options.items())},
                     "ungrouped": {g: sum(v is None for v in labels) for g, labels in groups.items()}},
         )

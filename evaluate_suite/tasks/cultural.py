@@ -12,11 +12,14 @@ import datasets
 import numpy as np
 import torch
 
+from dataset_builder.benchmark_yaml import CULTWIN_TASKS
+
 from ..data import ImageRef, ImageTable
 from ..encoders import DualEncoder
 from ..errors import EvalDataError
 from ..geography import continent_of, country_name
 from ..metrics.core import bootstrap_ci, retrieval_recall
+from ..protocols import Protocol
 from .base import (
     ChoiceItems, EvalSettings, MultipleChoiceBenchmark, TaskResult, register, score_choices, shuffled,
 )
@@ -29,6 +32,12 @@ def geo(country: str | None) -> dict[str, str | None]:
     return {"country": country_name(country), "continent": continent_of(country)}
 
 
+_SCORING = ("each image is scored against its option texts by cosine of L2-normalised features computed once per "
+            "distinct image and text (the release calls the model once per image with all its options; the argmax is "
+            "the same up to float rounding)")
+_SHUFFLE = "option order is shuffled per item with a seeded RNG so an exact tie cannot favour a fixed position"
+
+
 def _text(value: Any, benchmark: str, row: int, field: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise EvalDataError(benchmark, f"expected a non-empty string, got {value!r}", row=row, field=field)
@@ -37,14 +46,15 @@ def _text(value: Any, benchmark: str, row: int, field: str) -> str:
 
 @register
 class CropeTwins(MultipleChoiceBenchmark):
-    """CROPE (`Malvinan/CROPE`, split `test`) as a twin choice between a concept and its look-alike.
+    """CROPE (`Malvinan/CROPE`, split `test`, 1,060 rows) as a twin choice between a concept and its look-alike.
 
     Columns used: `image` (Image), `definition_images` (list of Image), `answer` ("yes"/"no"), `metadata` (struct
-    with `image_en_concept` and `definition_concept`; an optional `country` is used for breakdowns). These names come
-    from the CultureCLIP release evaluator's reading of the dataset; the card itself lists no features, so other
-    metadata fields are unconfirmed. Rows answered "no" pair an image of one concept with its hard negative: the
-    main image should match "There is {image concept} in the image.", each definition image the other concept.
-    Rows answered "yes" have no twin and are skipped (counted).
+    with `image_en_concept`, `definition_concept`, `image_concept`, `source_language` and URL fields; no country),
+    optional `chapter`. Rows answered "no" pair an image of one concept with its hard negative: the main image
+    should match "There is {image_en_concept} in the image.", each definition image "There is {definition_concept}
+    in the image.". Rows answered "yes" have no twin; rows with an empty concept are skipped, as the release
+    evaluator skips them; both are counted. Breakdowns by what the metadata holds: `source_language` and
+    `chapter` (plus country/continent only if a metadata `country` field exists).
     """
 
     name = "crope"
@@ -54,11 +64,17 @@ class CropeTwins(MultipleChoiceBenchmark):
     seeded = False
     task_name = "twin_choice"
     template = "There is {} in the image."
+    protocol = Protocol("CROPE twin choice", "2", "CultureCLIP release evaluator: binary choice between "
+                        "\"There is {concept} in the image.\" for the image's concept and its look-alike; rows "
+                        "with an empty concept skipped", (_SCORING, _SHUFFLE,
+                                                          "rows answered 'yes' (no look-alike) are skipped and counted",
+                                                          "adds breakdowns by source_language and chapter"))
 
     def build_items(self, dataset: datasets.Dataset, table: ImageTable, rng: np.random.Generator) -> ChoiceItems:
         items = ChoiceItems()
         answers = dataset["answer"]
         metadata = dataset["metadata"]
+        chapters = dataset["chapter"] if "chapter" in dataset.column_names else [None] * len(dataset)
         n_definition = [len(x) if x is not None else 0 for x in dataset.select_columns(["definition_images"])[
             "definition_images"]]
         for row, (answer, meta) in enumerate(zip(answers, metadata)):
@@ -70,13 +86,22 @@ class CropeTwins(MultipleChoiceBenchmark):
                 continue
             if not isinstance(meta, dict):
                 raise EvalDataError(self.name, "metadata must be a struct", row=row, field="metadata")
-            target = _text(meta.get("image_en_concept"), self.name, row, "metadata.image_en_concept")
-            twin = _text(meta.get("definition_concept"), self.name, row, "metadata.definition_concept")
+            for key in ("image_en_concept", "definition_concept"):
+                if key not in meta:
+                    raise EvalDataError(self.name, f"metadata has no field {key!r} (fields: {sorted(meta)})",
+                                        row=row, field="metadata")
+            target, twin = meta["image_en_concept"], meta["definition_concept"]
+            if not (isinstance(target, str) and target.strip()) or not (isinstance(twin, str) and twin.strip()):
+                self._skipped["empty_concept"] += 1
+                continue
+            target, twin = target.strip(), twin.strip()
             if target == twin:
                 raise EvalDataError(self.name, f"concept and twin are the same ({target!r})", row=row,
                                     field="metadata.definition_concept")
             options = [self.template.format(target), self.template.format(twin)]
-            groups = geo(meta.get("country"))
+            groups = {"source_language": meta.get("source_language") or None, "chapter": chapters[row] or None}
+            if "country" in meta:
+                groups.update(geo(meta.get("country")))
             opts, answer_index = shuffled(options, options[0], rng)
             items.add(row, table.add(ImageRef(row, "image")), opts, answer_index, kind="main_image", **groups)
             for element in range(n_definition[row]):
@@ -101,6 +126,19 @@ class GlobalRGRetrieval(MultipleChoiceBenchmark):
     template = "The picture depicts a kind of {universal} in {region}"
     n_options = 4
     ks = (1, 5, 10)
+    protocol = Protocol("GlobalRG-Retrieval region choice", "2", "CultureCLIP release evaluator: 4-way choice of "
+                        "\"The picture depicts a kind of {universal} in {region}\" among the image's region and 3 "
+                        "distractor regions of the same universal (universals seen in >= 4 regions)",
+                        (_SCORING, _SHUFFLE, "distractors come from numpy's seeded Generator, one draw per seed; the "
+                         "release's own random draws cannot be reproduced, so per-seed values differ",
+                         "region names are used as the dataset writes them (lowercase); country/continent groups "
+                         "come from resolving them"))
+    retrieval_protocol = Protocol("GlobalRG-Retrieval text-image recall@k", "2", "this suite's own task (not in the "
+                                  "release): CLIP-paper recall@k between every image and the texts "
+                                  "\"{universal} in {region}\"; an image's text is the one of its own pair", ())
+
+    def protocol_for(self, task: str) -> Protocol:
+        return self.retrieval_protocol if task == "retrieval" else self.protocol
 
     def _rows(self, dataset: datasets.Dataset) -> list[tuple[str, str]]:
         return [(_text(u, self.name, i, "universal"), _text(r, self.name, i, "region"))
@@ -151,7 +189,8 @@ class GlobalRGRetrieval(MultipleChoiceBenchmark):
         similarity = features @ encoder.encode_texts(texts).T
         metrics = retrieval_recall(similarity, relevant, ks=self.ks)
         return TaskResult(task="retrieval", primary_metric="image_to_text_recall@1", metrics=metrics,
-                          counts={"images": len(rows), "texts": len(texts)})
+                          counts={"rows": len(rows), "rows_used": len(rows), "skipped": {}, "images": len(rows),
+                                  "texts": len(texts)})
 
 
 @register
@@ -168,6 +207,11 @@ class GlobalRGGrounding(MultipleChoiceBenchmark):
     task_name = "concept_choice"
     template = "The item in the picture is {concept} in {region}"
     n_options = 4
+    protocol = Protocol("GlobalRG-Grounding concept choice", "2", "CultureCLIP release evaluator: 4-way choice of "
+                        "\"The item in the picture is {concept} in {region}\" among the image's concept and 3 "
+                        "distractor concepts of the same region (regions with >= 4 concepts)",
+                        (_SCORING, _SHUFFLE, "distractors come from numpy's seeded Generator, one draw per seed",
+                         "the public dataset has no boxes, so grounding is scored as concept recognition"))
 
     def build_items(self, dataset: datasets.Dataset, table: ImageTable, rng: np.random.Generator) -> ChoiceItems:
         rows = [(_text(c, self.name, i, "concept"), _text(r, self.name, i, "region"))
@@ -207,6 +251,8 @@ class CultureVerseMCQ(MultipleChoiceBenchmark):
     seeded = False
     task_name = "recognition"
     template = "a photo of {}."
+    protocol = Protocol("CultureVerse-style recognition MCQ (dual encoder)", "2", "this suite's own schema (CultureVerse "
+                        "is not public): each option scored as \"a photo of {option}.\", argmax", (_SHUFFLE,))
 
     def build_items(self, dataset: datasets.Dataset, table: ImageTable, rng: np.random.Generator) -> ChoiceItems:
         countries = dataset["country"] if "country" in dataset.column_names else [None] * len(dataset)
@@ -250,7 +296,10 @@ class CulTwinHeldOut(MultipleChoiceBenchmark):
     required_columns = ("pair_id", "concept", "twin_concept", "image", "twin_image", "country", "twin_country")
     image_columns = ("image", "twin_image")
     seeded = False
-    task_name = "twin_choice"
+    task_name = next(iter(CULTWIN_TASKS))  # the task id the CulTwin export's eval.yaml registers
+    protocol = Protocol("CulTwin held-out twin choice", "2", "this suite's own task on a CulTwin build's test split "
+                        "(the export's eval.yaml registers it): each image against [concept, twin concept]; pair "
+                        "accuracy needs both images of a row right", (_SCORING,))
 
     def __init__(self, split: str | None = None, template: str = "{}", **params: Any):
         super().__init__(split=split, **params)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from evaluate_suite import EvalDataError, evaluate_model
+from evaluate_suite import DualEncoder, EvalDataError, evaluate_model
+from evaluate_suite.runner import run_benchmarks
 from evaluate_suite.report import comparison_rows
 from evaluate_suite.vlm import CultureVerseVLM, evaluate_vlm, format_mcq_prompt, run_vlm_benchmark
 from cultureclip_training.vlm_sft import format_mcq_prompt as training_prompt
@@ -29,10 +30,12 @@ def _strip_time(records):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_tiny_vlm_evaluation_is_complete_and_deterministic(family, tiny_vlm_dirs, test_split):
     model, processor = load_vlm(tiny_vlm_dirs[family])
-    first = evaluate_vlm(model, processor, test_split, seed=0, batch_size=4, max_new_tokens=6, bootstrap_resamples=200)
-    again = evaluate_vlm(model, processor, test_split, seed=0, batch_size=4, max_new_tokens=6, bootstrap_resamples=200)
+    first = evaluate_vlm(model, processor, test_split, seed=0, batch_size=4, max_new_tokens=6, bootstrap_resamples=200,
+                         min_group_size=1)
+    again = evaluate_vlm(model, processor, test_split, seed=0, batch_size=4, max_new_tokens=6, bootstrap_resamples=200,
+                         min_group_size=1)
     other_batch = evaluate_vlm(model, processor, test_split, seed=0, batch_size=5, max_new_tokens=6,
-                               bootstrap_resamples=200)
+                               bootstrap_resamples=200, min_group_size=1)
     assert set(first) == {"all", "recognition", "cultural_knowledge", "scene_reasoning"}
     everything = first["all"]
     n = len(test_split)
@@ -45,6 +48,13 @@ def test_tiny_vlm_evaluation_is_complete_and_deterministic(family, tiny_vlm_dirs
         assert first[qtype]["counts"]["items"] == n // 3
     assert {"country", "continent", "category"} <= set(everything["breakdowns"])
     assert "continent_gap" in everything["metrics"] and "worst_country_accuracy" in everything["metrics"]
+    # At the default minimum group size (20) these few-item groups are listed with their n, not ranked.
+    default = evaluate_vlm(model, processor, test_split, seed=0, batch_size=4, max_new_tokens=6,
+                           bootstrap_resamples=50)["all"]
+    assert "worst_country_accuracy" not in default["metrics"] and "continent_gap" not in default["metrics"]
+    country = default["breakdowns"]["country"]
+    assert country["worst_group"] is None and country["small_groups"] == country["counts"]
+    assert sum(country["counts"].values()) + default["counts"]["ungrouped"]["country"] == n
     ci = everything["confidence_intervals"]["accuracy"]
     assert ci["low"] <= everything["metrics"]["accuracy"] <= ci["high"]
     assert everything["model"]["scoring"] == "generative"
@@ -96,14 +106,20 @@ def test_clip_and_vlm_results_share_the_recognition_row(tiny_vlm_dirs, test_spli
     assert clip_records["recognition"]["counts"]["items"] == len(test_split) // 3
     assert clip_records["recognition"]["counts"]["skipped"] == {"question_type_cultural_knowledge": len(test_split) // 3,
                                                                 "question_type_scene_reasoning": len(test_split) // 3}
-    paths = run_vlm_benchmark(str(tiny_vlm_dirs["llava"]), str(split_dir(test_split, tmp_path)),
-                              tmp_path / "results", batch_size=4, max_new_tokens=4, bootstrap_resamples=100)
+    folder = split_dir(test_split, tmp_path)
+    paths = run_vlm_benchmark(str(tiny_vlm_dirs["llava"]), str(folder), tmp_path / "results", batch_size=4,
+                              max_new_tokens=4, bootstrap_resamples=100)
     vlm_records = [json.loads(p.read_text()) for p in paths]
     assert sorted(r["task"] for r in vlm_records) == ["all", "cultural_knowledge", "recognition", "scene_reasoning"]
-    clip_record = {**clip_records["recognition"], "model": {**clip_records["recognition"]["model"], "id": "tiny-clip"}}
+    # The dual encoder on the same folder: same data fingerprint, so both families share the recognition row.
+    clip_paths = run_benchmarks("tiny-clip", ["cultureverse_vlm"], tmp_path / "results",
+                                data_dirs={"cultureverse_vlm": str(folder)},
+                                encoder=DualEncoder(clip, tiny_processor(tokenizer, 32)), bootstrap_resamples=100)
+    clip_record = json.loads(clip_paths[0].read_text())
+    assert clip_record["dataset"]["fingerprint"] == vlm_records[0]["dataset"]["fingerprint"]
     header, rows = comparison_rows(vlm_records + [clip_record])
-    accuracy_row = next(r for r in rows if r[:3] == ["cultureverse_vlm", "recognition", "accuracy"])
-    assert len(header) == 5 and all(cell for cell in accuracy_row[3:])  # both models in one row
+    accuracy_row = next(r for r in rows if r[:2] == ["cultureverse_vlm", "recognition"] and r[3] == "accuracy")
+    assert len(header) == 6 and all(cell for cell in accuracy_row[4:])  # both models in one row
 
 
 def split_dir(dataset, tmp_path):

@@ -13,6 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from evalsuite_fixtures import VOCAB_TEXTS  # noqa: E402
+from layouts import CAPTIONS, CLASSNAMES, GLOBALRG_REGIONS, TEMPLATES  # noqa: E402
 from modeling_cultureclip import CultureCLIPModel  # noqa: E402
 from modeling_cultureclip.tiny import build_word_tokenizer, tiny_config, tiny_processor, words_of  # noqa: E402
 
@@ -20,7 +21,8 @@ from modeling_cultureclip.tiny import build_word_tokenizer, tiny_config, tiny_pr
 @pytest.fixture(scope="session")
 def tiny():
     """(model, processor) with a word tokenizer covering every fixture text; fixed seed."""
-    tokenizer = build_word_tokenizer(words_of(VOCAB_TEXTS), max_length=32)
+    texts = VOCAB_TEXTS + CLASSNAMES + TEMPLATES + GLOBALRG_REGIONS + [c for pair in CAPTIONS for c in pair]
+    tokenizer = build_word_tokenizer(words_of(texts), max_length=32)
     torch.manual_seed(0)
     model = CultureCLIPModel(tiny_config(len(tokenizer), image_size=32, patch_size=8, width=32, heads=2,
                                          projection_dim=16)).eval()
