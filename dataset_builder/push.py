@@ -1,4 +1,5 @@
-"""Upload an exported CulTwin folder to the Hub (only the dataset files: README.md, provenance.json, data/)."""
+"""Upload an exported CulTwin folder to the Hub (only the dataset files: README.md, provenance.json, eval.yaml,
+data/)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import fnmatch
 from pathlib import Path
 from typing import Any
 
-ALLOW_PATTERNS = ["README.md", "provenance.json", "data/*.parquet"]
+ALLOW_PATTERNS = ["README.md", "provenance.json", "eval.yaml", "data/*.parquet"]
 
 
 def files_to_upload(folder: str | Path) -> list[tuple[str, int]]:
