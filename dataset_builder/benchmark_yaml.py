@@ -29,6 +29,8 @@ CULTWIN_TASKS = {
 
 def benchmark_yaml(pretty_name: str, split: str = "test", config: str = "default") -> dict[str, Any]:
     """The eval.yaml content as a dict (one task per `CULTWIN_TASKS` entry, all on `split`)."""
+    if not pretty_name or not pretty_name.strip():
+        raise ValueError("eval.yaml needs the dataset's pretty name (recipe export.pretty_name), got an empty one")
     tasks_text = "; ".join(f"`{task}`: {what}" for task, what in CULTWIN_TASKS.items())
     return {
         "name": pretty_name,
