@@ -202,13 +202,17 @@ def run_benchmarks(
             if existing:
                 raise ValueError(f"{existing[0]}: a result of this model on {bench.name!r} exists already (from "
                                  "another run?); pass --overwrite to replace it or choose another --output-dir")
+    # All data first: a bad source fails before minutes go into loading the model.
+    loaded = {}
+    for bench in instances:
+        source, data_revision = sources[bench.name]
+        loaded[bench.name] = load_benchmark_data(source, bench.split, bench.name, revision=data_revision)
+        bench.use_source(loaded[bench.name])
     encoder = encoder or load_encoder(model, revision=revision, trust_remote_code=trust_remote_code,
                                       batch_size=batch_size, device=device)
     written = []
     for bench in instances:
-        source, data_revision = sources[bench.name]
-        data = load_benchmark_data(source, bench.split, bench.name, revision=data_revision)
-        bench.use_source(data)
+        source, data = sources[bench.name][0], loaded[bench.name]
         logger.info("evaluating %s on %s (%d rows of %s split %r)", model_display_name(model, name), bench.name,
                     len(data.dataset), source, bench.split)
         try:
