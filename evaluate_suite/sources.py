@@ -136,14 +136,14 @@ def content_fingerprint(root: Path, files: list[Path]) -> dict[str, Any]:
 
 
 # -- loading -----------------------------------------------------------------------------------------------------
-def _load_files(files: list[Path], split: str, benchmark: str, where: str) -> datasets.Dataset:
+def _load_files(files: list[Path], split: str, benchmark: str) -> datasets.Dataset:
     kinds = {DATA_EXTENSIONS[p.suffix.lower()] for p in files}
     if len(kinds) != 1:
-        raise EvalDataError(benchmark, f"{where}: split {split!r} mixes file types {sorted(kinds)}")
+        raise EvalDataError(benchmark, f"split {split!r} mixes file types {sorted(kinds)}")
     try:
         return datasets.load_dataset(kinds.pop(), data_files={split: [str(p) for p in files]}, split=split)
     except (ValueError, OSError, datasets.exceptions.DatasetsError) as err:
-        raise EvalDataError(benchmark, f"{where}: cannot read split {split!r} "
+        raise EvalDataError(benchmark, f"cannot read split {split!r} "
                                        f"({type(err).__name__}: {str(err).splitlines()[0]})") from err
 
 
@@ -164,24 +164,40 @@ def load_folder(root: Path, split: str, benchmark: str, source: str | None = Non
     else:
         configs = card_data_files(root)
         if configs is not None and split not in configs:
-            raise EvalDataError(benchmark, f"{source}: the card's configs have no split {split!r} "
+            raise EvalDataError(benchmark, f"the card's configs have no split {split!r} "
                                            f"(splits: {sorted(configs)})")
         files = _glob(root, configs[split] if configs else default_split_patterns(split))
-        if not files:
+        if files:
+            dataset = _load_files(files, split, benchmark)
+            read = files + [p for p in (root / "README.md",) if p.is_file()]
+            layout = DATA_EXTENSIONS[files[0].suffix.lower()]
+        else:
             scripts = _loading_scripts(root)
             if scripts:
                 raise loading_script_error(benchmark, source, scripts)
-            present = sorted({p.stem.split("-")[0] for p in _glob(root, ["**/*"])})
-            raise EvalDataError(benchmark, f"{source}: no data files for split {split!r} (found splits: "
-                                           f"{present or 'none'}; expected {split}/*.tar shards or "
-                                           f"data/{split}-*.parquet or the card's configs)")
-        dataset = _load_files(files, split, benchmark, source)
-        read = files + [p for p in (root / "README.md",) if p.is_file()]
-        layout = DATA_EXTENSIONS[files[0].suffix.lower()]
+            dataset, read, layout = _load_other_layout(root, split, benchmark, source)
         data = BenchmarkData(dataset, {})
     data.provenance = {"layout": layout, "split": split, "rows": len(data.dataset),
                        **content_fingerprint(root, read)}
     return data
+
+
+def _load_other_layout(root: Path, split: str, benchmark: str, source: str
+                       ) -> tuple[datasets.Dataset, list[Path], str]:
+    """A local folder in another layout `datasets` reads itself (e.g. imagefolder: one sub-folder per class)."""
+    try:
+        builder = datasets.load_dataset_builder(str(root))
+        files = builder.config.data_files.get(split) if builder.config.data_files else None
+        if not files:
+            raise FileNotFoundError(f"no files for split {split!r}")
+        dataset = datasets.load_dataset(builder.name, data_files={split: list(files)}, split=split)
+    except (RuntimeError, FileNotFoundError, ValueError, datasets.exceptions.DatasetsError) as err:
+        present = sorted({p.stem.split("-")[0] for p in _glob(root, ["**/*"])})
+        raise EvalDataError(benchmark, f"no data for split {split!r} (found splits: {present or 'none'}; "
+                                       f"expected {split}/*.tar shards, data/{split}-*.parquet, the card's configs or "
+                                       f"a layout datasets reads: {str(err).splitlines()[0] if str(err) else err})"
+                            ) from err
+    return dataset, sorted(Path(f) for f in files), builder.name
 
 
 def _hub_split_patterns(root: Path, split: str, benchmark: str, repo_id: str) -> list[str]:
@@ -190,7 +206,7 @@ def _hub_split_patterns(root: Path, split: str, benchmark: str, repo_id: str) ->
     configs = card_data_files(root)
     if configs is not None:
         if split not in configs:
-            raise EvalDataError(benchmark, f"{repo_id}: the card's configs have no split {split!r} "
+            raise EvalDataError(benchmark, f"the card's configs have no split {split!r} "
                                            f"(splits: {sorted(configs)})")
         return configs[split]
     scripts = _loading_scripts(root)
@@ -212,7 +228,7 @@ def load_hub(repo_id: str, split: str, benchmark: str, revision: str | None = No
     except hub.HubFetchError as err:
         raise EvalDataError(benchmark, str(err)) from err
     if second != commit:
-        raise EvalDataError(benchmark, f"{repo_id}: revision moved from {commit} to {second} while fetching")
+        raise EvalDataError(benchmark, f"revision moved from {commit} to {second} while fetching")
     data = load_folder(Path(folder), split, benchmark, source=repo_id)
     fetched = [p for p in Path(folder).rglob("*") if p.is_file()]
     unexpected = [str(p.relative_to(folder)) for p in fetched

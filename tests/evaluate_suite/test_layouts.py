@@ -229,3 +229,17 @@ def test_local_imagenet_folder_gets_openai_classnames_and_its_80_templates():
     small = datasets.Dataset.from_dict({"image": [image_value(0)], "label": [1]}, features=datasets.Features(
         {"image": datasets.Image(), "label": datasets.ClassLabel(names=["great_white_shark, carcharodon", "tench"])}))
     assert bench.class_names(bench.prepare(small))[0] == ["great white shark", "tench"]
+
+
+def test_other_local_layouts_datasets_reads_load_only_the_split(tmp_path):
+    # An ImageFolder copy (one sub-folder per class, split folders): `datasets` reads it; only test files are read.
+    for split in ("test", "train"):
+        for c, colour in (("n01440764", "red"), ("n01443537", "blue")):
+            (tmp_path / "inet" / split / c).mkdir(parents=True)
+            Image.new("RGB", (8, 8), colour).save(tmp_path / "inet" / split / c / "0.png")
+    data = load_benchmark_data(str(tmp_path / "inet"), "test", "zeroshot_imagenet")
+    assert len(data.dataset) == 2 and data.provenance["layout"] == "imagefolder"
+    assert all(f["path"].startswith("test/") for f in data.provenance["files"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EvalDataError, match=r"zeroshot_imagenet', source '.*empty': no data for split 'test'"):
+        load_benchmark_data(str(tmp_path / "empty"), "test", "zeroshot_imagenet")
