@@ -211,6 +211,7 @@ def seed_summary(per_seed: dict[int, float]) -> SeedSummary:
 
 
 __all__ = [
-    "MIN_GROUP_SIZE", "ConfidenceInterval", "GroupBreakdown", "SeedSummary", "accuracy", "balanced_accuracy", "bootstrap_ci",
+    "MIN_GROUP_SIZE", "ConfidenceInterval", "GroupBreakdown", "SeedSummary", "accuracy", "balanced_accuracy",
+    "bootstrap_ci",
     "group_accuracy", "retrieval_recall", "seed_summary", "top_k_accuracy", "top_k_hits",
 ]

@@ -251,8 +251,9 @@ class CultureVerseMCQ(MultipleChoiceBenchmark):
     seeded = False
     task_name = "recognition"
     template = "a photo of {}."
-    protocol = Protocol("CultureVerse-style recognition MCQ (dual encoder)", "2", "this suite's own schema (CultureVerse "
-                        "is not public): each option scored as \"a photo of {option}.\", argmax", (_SHUFFLE,))
+    protocol = Protocol("CultureVerse-style recognition MCQ (dual encoder)", "2",
+                        "this suite's own schema (CultureVerse is not public): each option scored as "
+                        "\"a photo of {option}.\", argmax", (_SHUFFLE,))
 
     def build_items(self, dataset: datasets.Dataset, table: ImageTable, rng: np.random.Generator) -> ChoiceItems:
         countries = dataset["country"] if "country" in dataset.column_names else [None] * len(dataset)

@@ -31,7 +31,7 @@ _CLIP_BENCHMARK_ZS = ("CLIP_benchmark zero-shot classification (clip_benchmark.m
                       "classes), mean_per_class_recall")
 _SHARED_DEPARTURES = (
     "images are preprocessed by the checkpoint's own transformers image processor, not open_clip's transform",
-    "features are computed in float32 on CPU or the given device without autocast",
+    "features are computed in the run's dtype and device (float32 unless chosen otherwise), without autocast",
 )
 
 
@@ -387,7 +387,8 @@ class RetrievalBenchmark(Benchmark):
         relevant[torch.tensor(owner), torch.arange(len(texts))] = True
         metrics = retrieval_recall(similarity, relevant, ks=self.ks)
         for k in self.ks:
-            metrics[f"mean_recall@{k}"] = (metrics[f"image_to_text_recall@{k}"] + metrics[f"text_to_image_recall@{k}"]) / 2
+            both = metrics[f"image_to_text_recall@{k}"], metrics[f"text_to_image_recall@{k}"]
+            metrics[f"mean_recall@{k}"] = (both[0] + both[1]) / 2
         counts: dict[str, Any] = {"rows": n_rows, "rows_used": len(dataset), "skipped": skipped,
                                   "images": len(dataset), "texts": len(texts)}
         if self.karpathy_images is not None and len(dataset) != self.karpathy_images:

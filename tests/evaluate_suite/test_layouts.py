@@ -187,7 +187,8 @@ def test_hub_fetches_only_the_needed_split_and_records_the_commit(tmp_path, monk
     monkeypatch.setattr(hub_module, "fetch_hub_snapshot", fake)
     data = load_benchmark_data("clip-benchmark/wds_geode", "test", "zeroshot_geode")
     assert not [f for f in fake.fetched("clip-benchmark/wds_geode") if f.startswith("train/")]
-    assert data.provenance["kind"] == "hub" and data.provenance["revision"] == fake.commit_of("clip-benchmark/wds_geode")
+    assert data.provenance["kind"] == "hub"
+    assert data.provenance["revision"] == fake.commit_of("clip-benchmark/wds_geode")
     assert data.provenance["id"] == "clip-benchmark/wds_geode" and len(data.dataset) == 12
     grg = load_benchmark_data("UBC-VL/GlobalRG-Retrieval", "test", "globalrg_retrieval", revision="main")
     assert fake.fetched("UBC-VL/GlobalRG-Retrieval") == ["README.md", "data/test-00000-of-00001.parquet"]
