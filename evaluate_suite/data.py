@@ -22,6 +22,15 @@ def require_columns(dataset: datasets.Dataset, columns: Iterable[str], benchmark
         )
 
 
+def first_column(dataset: datasets.Dataset, candidates: Sequence[str], benchmark: str, what: str) -> str:
+    """The first of `candidates` the dataset has; EvalDataError naming them and the columns that exist."""
+    for column in candidates:
+        if column in dataset.column_names:
+            return column
+    raise EvalDataError(benchmark, f"missing a {what} column (one of {list(candidates)}); the dataset has "
+                                   f"{sorted(dataset.column_names)}")
+
+
 def raw_images(dataset: datasets.Dataset, columns: Sequence[str]) -> datasets.Dataset:
     """The dataset with its image columns left undecoded, so that decoding errors can name their row."""
     for column in columns:

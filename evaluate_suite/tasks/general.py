@@ -15,7 +15,7 @@ import datasets
 import numpy as np
 import torch
 
-from ..data import ImageRef, ImageTable
+from ..data import ImageRef, ImageTable, first_column
 from ..encoders import DualEncoder
 from ..errors import EvalDataError
 from ..geography import continent_of, country_name, iso_alpha2
@@ -91,12 +91,8 @@ class ZeroShotBenchmark(Benchmark):
         return getattr(self, "_label_column", self.label_columns[0])
 
     def prepare(self, dataset: datasets.Dataset) -> datasets.Dataset:
-        present = [c for c in self.label_columns if c in dataset.column_names]
-        if not present:
-            raise EvalDataError(self.name, f"missing a label column (one of {list(self.label_columns)}); the "
-                                           f"dataset has {sorted(dataset.column_names)}")
-        self._label_column = present[0]
-        self.required_columns = ("image", present[0])  # type: ignore[misc]
+        self._label_column = first_column(dataset, self.label_columns, self.name, "label")
+        self.required_columns = ("image", self._label_column)  # type: ignore[misc]
         return super().prepare(dataset)
 
     def params(self) -> dict[str, Any]:
@@ -247,49 +243,70 @@ class Country211ZeroShot(ZeroShotBenchmark):
                 "continent": [continent_of(codes[i]) if codes[i] else None for i in labels]}
 
 
+def _country_groups(dataset: datasets.Dataset, column: str) -> dict[str, list]:
+    if column not in dataset.column_names:
+        return {}
+    countries = dataset[column]
+    return {"country": [country_name(c) if c else None for c in countries],
+            "continent": [continent_of(c) if c else None for c in countries]}
+
+
+class WorstGroupZeroShot(ZeroShotBenchmark):
+    """Zero-shot plus DataComp's worst-group task: the `worst_metric` of the worst `group` (over groups of at least
+    min_group_size images). The group is the first value of each webdataset sample's `.npy` metadata (named
+    "{npy_label}=code": the code-to-name mapping is not in the repos), or a column of a local copy."""
+
+    group: ClassVar[str]
+    group_column: ClassVar[str]  # the group's column in a local parquet copy
+    npy_label: ClassVar[str]
+    column_prefix: ClassVar[str] = ""  # prepended to the local column's values (codes get their label)
+    country_column: ClassVar[str]
+    worst_task: ClassVar[str]
+    worst_metric: ClassVar[str]  # "accuracy" (top-1) or "top5_accuracy"
+
+    def groups(self, dataset: datasets.Dataset, labels: np.ndarray, names: list[str]) -> dict[str, list]:
+        out: dict[str, list] = {}
+        values = _metadata_groups(dataset, 0, self.npy_label)
+        if values is None and self.group_column in dataset.column_names:
+            values = [None if v is None else f"{self.column_prefix}{v}" for v in dataset[self.group_column]]
+        if values is not None:
+            out[self.group] = values
+        return {**out, **_country_groups(dataset, self.country_column)}
+
+    def extra_tasks(self, scores, labels, groups, settings, counts):
+        if self.group not in groups:
+            counts.setdefault("tasks_not_produced", {})[self.worst_task] = f"no {self.group} groups in the data"
+            return []
+        k = 5 if self.worst_metric == "top5_accuracy" else 1
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        hit = (top == labels[:, None]).any(axis=1).astype(float)
+        return _worst_group_task(self.worst_task, self.group, hit, groups[self.group], settings, self.worst_metric,
+                                 counts, self.name)
+
+
 @register
-class DollarStreetZeroShot(ZeroShotBenchmark):
+class DollarStreetZeroShot(WorstGroupZeroShot):
     """Dollar Street zero-shot on `clip-benchmark/wds_dollar_street`, split `test`, as DataComp evaluates it (the
     numbers open_clip publishes, ViT-B/32 openai 53.9): task `zero_shot` (top-1/top-5/mean per-class recall) and task
     `worst_income_group_top5`, top-5 accuracy of the worst income group, DataComp's `acc_top5_wg`. Income groups are
-    the first value of each sample's `.npy` metadata (DataComp's `income_ds`), named by their code ("income=0");
-    the code-to-income mapping is not in the repo. A local parquet copy: `image`, `label` (ClassLabel) or `topic`
-    (string), optional `income_group`, `country` (country/continent breakdowns)."""
+    the first `.npy` metadata value (DataComp's `income_ds`), named "income=code". A local parquet copy: `image`,
+    `label` (ClassLabel) or `topic` (string), optional `income_group`, `country` (country/continent breakdowns)."""
 
     name = "zeroshot_dollar_street"
     dataset_id = "clip-benchmark/wds_dollar_street"
     split = "test"
     label_columns = ("label", "topic")
+    group, group_column, npy_label, column_prefix = "income_group", "income_group", "income", "income="
+    country_column = "country"
+    worst_task, worst_metric = "worst_income_group_top5", "top5_accuracy"
     protocol = Protocol("Dollar Street zero-shot (DataComp fairness/dollar_street)", "2",
                         _CLIP_BENCHMARK_ZS + "; DataComp eval_utils/fairness_eval.py: top-5 accuracy per income "
                         "group (npy metadata column 0), worst group = acc_top5_wg", _SHARED_DEPARTURES + (
                             "worst group is taken over income groups with >= min_group_size images only",))
 
-    def groups(self, dataset: datasets.Dataset, labels: np.ndarray, names: list[str]) -> dict[str, list]:
-        out: dict[str, list] = {}
-        income = _metadata_groups(dataset, 0, "income")
-        if income is None and "income_group" in dataset.column_names:
-            income = [None if v is None else f"income={v}" for v in dataset["income_group"]]
-        if income is not None:
-            out["income_group"] = income
-        if "country" in dataset.column_names:
-            countries = dataset["country"]
-            out["country"] = [country_name(c) if c else None for c in countries]
-            out["continent"] = [continent_of(c) if c else None for c in countries]
-        return out
-
-    def extra_tasks(self, scores, labels, groups, settings, counts):
-        if "income_group" not in groups:
-            counts.setdefault("tasks_not_produced", {})["worst_income_group_top5"] = "no income groups in the data"
-            return []
-        top5 = np.argsort(-scores, axis=1, kind="stable")[:, :5]
-        hit = (top5 == labels[:, None]).any(axis=1).astype(float)
-        return _worst_group_task("worst_income_group_top5", "income_group", hit, groups["income_group"], settings,
-                                 "top5_accuracy", counts, self.name)
-
 
 @register
-class GeoDEZeroShot(ZeroShotBenchmark):
+class GeoDEZeroShot(WorstGroupZeroShot):
     """GeoDE zero-shot on `clip-benchmark/wds_geode`, split `test`, as DataComp evaluates it (open_clip publishes its
     worst-region accuracy, ViT-B/32 openai 82.2): task `zero_shot` and task `worst_region`, top-1 accuracy of the worst
     region (DataComp's `acc_wg`). Webdataset regions are the first `.npy` metadata value ("region=code"). A local
@@ -299,31 +316,13 @@ class GeoDEZeroShot(ZeroShotBenchmark):
     dataset_id = "clip-benchmark/wds_geode"
     split = "test"
     label_columns = ("label", "object")
+    group, group_column, npy_label = "region", "region", "region"
+    country_column = "ip_country"
+    worst_task, worst_metric = "worst_region", "accuracy"
     protocol = Protocol("GeoDE zero-shot (DataComp fairness/geode)", "2",
                         _CLIP_BENCHMARK_ZS + "; DataComp eval_utils/fairness_eval.py: top-1 accuracy per region "
                         "(npy metadata column 0), worst region = acc_wg", _SHARED_DEPARTURES + (
                             "worst region is taken over regions with >= min_group_size images only",))
-
-    def groups(self, dataset: datasets.Dataset, labels: np.ndarray, names: list[str]) -> dict[str, list]:
-        out: dict[str, list] = {}
-        region = _metadata_groups(dataset, 0, "region")
-        if region is None and "region" in dataset.column_names:
-            region = list(dataset["region"])
-        if region is not None:
-            out["region"] = region
-        if "ip_country" in dataset.column_names:
-            countries = dataset["ip_country"]
-            out["country"] = [country_name(c) if c else None for c in countries]
-            out["continent"] = [continent_of(c) if c else None for c in countries]
-        return out
-
-    def extra_tasks(self, scores, labels, groups, settings, counts):
-        if "region" not in groups:
-            counts.setdefault("tasks_not_produced", {})["worst_region"] = "no regions in the data"
-            return []
-        correct = (scores.argmax(axis=1) == labels).astype(float)
-        return _worst_group_task("worst_region", "region", correct, groups["region"], settings, "accuracy", counts,
-                                 self.name)
 
 
 _RETRIEVAL_PROTOCOL = ("CLIP_benchmark zero-shot retrieval (clip_benchmark.metrics.zeroshot_retrieval), the CLIP "
@@ -350,11 +349,7 @@ class RetrievalBenchmark(Benchmark):
     protocol = Protocol("image-text retrieval recall@k", "2", _RETRIEVAL_PROTOCOL, _SHARED_DEPARTURES)
 
     def prepare(self, dataset: datasets.Dataset) -> datasets.Dataset:
-        present = [c for c in self.caption_columns if c in dataset.column_names]
-        if not present:
-            raise EvalDataError(self.name, f"missing a caption column (one of {list(self.caption_columns)}); the "
-                                           f"dataset has {sorted(dataset.column_names)}")
-        self.caption_column = present[0]
+        self.caption_column = first_column(dataset, self.caption_columns, self.name, "caption")
         return super().prepare(dataset)
 
     def evaluate(self, encoder: DualEncoder, dataset: datasets.Dataset, settings: EvalSettings) -> list[TaskResult]:
