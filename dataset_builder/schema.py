@@ -23,6 +23,12 @@ def feature_list(visual_features: str) -> list[str]:
     return [p.strip() for p in visual_features.split(";") if p.strip()]
 
 
+def similarity_text(concept: "Concept") -> str:
+    """The text the twin similarity check embeds for one side: its visual-feature description. The twins stage
+    and the threshold calibration both call this, so the threshold is calibrated on what is compared."""
+    return concept.visual_features
+
+
 @dataclass(frozen=True)
 class Concept:
     """One culturally specific concept with its metadata."""
