@@ -22,6 +22,29 @@ class BackendSpec:
 
 
 @dataclass
+class BottomUpSettings:
+    """Reading WIT (Wikipedia image-text, its real columns) in streaming mode: the text pre-filter applied before
+    any VLM call, the bounds, and the image fetch from `image_url`."""
+
+    split: str = "train"
+    revision: str | None = None
+    data_files: list[str] | str | None = None  # for a builder corpus ("csv" + the WIT .tsv.gz files or URLs)
+    load_options: dict[str, Any] = field(default_factory=dict)  # extra `datasets.load_dataset` options (sep, ...)
+    languages: list[str] = field(default_factory=lambda: ["en"])  # WIT `language`; [] keeps every language
+    mime_types: list[str] = field(default_factory=lambda: ["image/jpeg", "image/png", "image/webp"])
+    require_main_image: bool = False  # WIT `is_main_image`
+    require_country_mention: bool = True  # title/descriptions must name a country or an unambiguous demonym
+    max_screened: int = 200_000  # rows read from the stream at most
+    max_candidates: int = 5_000  # rows passing the pre-filter that go on to fetch + VLM, at most
+    fetch_timeout_s: float = 20.0
+    fetch_retries: int = 2  # on 429/5xx and connection errors, with exponential backoff
+    fetch_workers: int = 8
+    max_image_bytes: int = 20_000_000
+    max_image_side: int = 768  # fetched images are downscaled to this longest side before the VLM sees them
+    user_agent: str = "CultureCLIP-dataset-builder/0.1 (research dataset build; https://github.com/cultureclip)"
+
+
+@dataclass
 class ConceptSettings:
     """Where concepts come from: `curated` (catalog), `top-down` (text model) or `bottom-up` (corpus + VLM)."""
 
@@ -29,9 +52,12 @@ class ConceptSettings:
     catalog: str | None = None  # curated catalog path; None = the packaged Twemoji catalog
     countries: list[str] | str = "all"  # ISO codes or "all"
     categories: list[str] | str = "all"
-    corpus: str | None = None  # bottom-up: local .jsonl or .parquet with `title` and `image` columns
+    # bottom-up: a WIT-layout corpus: Hub id, local folder or file (.parquet/.jsonl/.tsv[.gz]), or a datasets
+    # builder name ("csv", "parquet", "json") with bottom_up.data_files
+    corpus: str | None = None
+    bottom_up: BottomUpSettings = field(default_factory=BottomUpSettings)
     prompt: str = "concept.v1"
-    bottom_up_prompt: str = "bottomup.v1"
+    bottom_up_prompt: str = "bottomup.v2"
 
 
 @dataclass
