@@ -26,6 +26,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .runstore import sha256_bytes
+
 DEFAULT_TEXT_EMBEDDER = "sentence:sentence-transformers/all-MiniLM-L6-v2@1110a243fdf4706b3f48f1d95db1a4f5529b4d41"
 OFFLINE_TEXT_EMBEDDER = "offline-hashed-ngram"
 
@@ -57,15 +59,6 @@ KNOWN_MIRRORS: dict[str, LocalMirror] = {
 }
 
 
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def mirror_folder(model_id: str, revision: str | None) -> Path | None:
     """The verified local copy of `model_id` at `revision` (None: the mirrored one), or None when not installed."""
     mirror = KNOWN_MIRRORS.get(model_id)
@@ -78,7 +71,7 @@ def mirror_folder(model_id: str, revision: str | None) -> Path | None:
     weights = folder / "model.safetensors"
     if not weights.exists():
         return None
-    have = file_sha256(weights)
+    have = sha256_bytes(weights.read_bytes())
     if have != mirror.weights_sha256:
         raise ValueError(f"{weights}: sha256 {have} is not the pinned {model_id}@{mirror.revision} "
                          f"({mirror.weights_sha256}); reinstall {mirror.package}")
@@ -127,7 +120,7 @@ class SentenceEmbedder:
         folder = Path(source)
         if folder.is_dir():
             weights = folder / "model.safetensors"
-            tag = f"#sha256:{file_sha256(weights)[:16]}" if weights.exists() else ""
+            tag = f"#sha256:{sha256_bytes(weights.read_bytes())[:16]}" if weights.exists() else ""
             return cls(AutoModel.from_pretrained(folder), AutoTokenizer.from_pretrained(folder), f"{folder}{tag}", **kw)
         mirror = mirror_folder(source, revision)
         if mirror is not None:

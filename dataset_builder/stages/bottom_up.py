@@ -13,7 +13,6 @@ The screening counts are written to `run/concepts/screening.json` (see `screenin
 
 from __future__ import annotations
 
-import hashlib
 import io
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -23,7 +22,7 @@ from PIL import Image
 from ..catalog import CATEGORIES, UnknownCountryError
 from ..parsing import Rejected, parse_bottom_up
 from ..prompts import load_prompt, make_request
-from ..runstore import atomic_write_json, derive_seed, read_json, short_hash
+from ..runstore import atomic_write_json, derive_seed, read_json, sha256_bytes, short_hash
 from ..schema import make_concept
 from ..wit import Candidate, FetchError, HttpImageFetcher, ImageFetcher, open_corpus, screen, text
 from .common import RunContext, load_records, ok, rejected, run_items
@@ -74,7 +73,7 @@ def run_bottom_up(ctx: RunContext, fetch: ImageFetcher | None = None) -> list:
         except (FetchError, OSError, ValueError) as exc:
             return key, rejected("fetch_failed", title=c.title, url=c.image_url, detail=str(exc)[:300]), None
         try:
-            return key, _decode(data, settings.max_image_side), hashlib.sha256(data).hexdigest()
+            return key, _decode(data, settings.max_image_side), sha256_bytes(data)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             return key, rejected("unreadable_image", title=c.title, url=c.image_url, detail=str(exc)[:300]), None
 
