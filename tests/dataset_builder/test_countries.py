@@ -114,3 +114,27 @@ def test_twins_from_unknown_countries_are_counted_rejections(tmp_path):
     assert status_counts(ctx.store("twins").all_records()) == {"kept": 2, "rejected:unknown_country": 1}
     assert sorted(p.b.iso_code for p in pairs) == ["CI", "MM"]
     assert {p.b.subregion for p in pairs} == {"Western Africa", "South-eastern Asia"}
+
+
+def test_prompts_show_short_common_names(tmp_path):
+    import dataclasses
+
+    from dataset_builder.recipe import load_recipe
+    from dataset_builder.stages import concepts as concepts_stage
+    from dataset_builder.stages.common import RunContext
+
+    class Recorder:
+        model_id, revision = "recorder", None
+        prompts: list[str] = []
+
+        def generate(self, requests, max_new_tokens=256):
+            Recorder.prompts += [r.messages[0]["content"][-1]["text"] for r in requests]
+            return [json.dumps({"concept": "thing", "context": "c.", "visual_features": "red"}) for _ in requests]
+
+    recipe = load_recipe("demo")
+    recipe = dataclasses.replace(recipe, concepts=dataclasses.replace(
+        recipe.concepts, source="top-down", countries=["COD", "Palestine", "Vatican"], categories=["Art"]))
+    concepts_stage.run(RunContext(run_dir=tmp_path, recipe=recipe, text_backend=Recorder(), progress=False))
+    shown = sorted(line.split(": ", 1)[1] for p in Recorder.prompts for line in p.splitlines()
+                   if line.startswith("Country: "))
+    assert shown == ["DR Congo", "Palestine", "Vatican"]
