@@ -21,6 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     from .cultureverse import add_cli as _add_cultureverse
 
     _add_cultureverse(sub)
+    cal = sub.add_parser("calibrate-similarity", help="score the twin catalog's twins vs same-category non-twins and "
+                                                        "recommend twins.min_feature_similarity")
+    cal.add_argument("--embedder", default=None, help="embedder spec (default: the paper recipe's)")
+    cal.add_argument("--catalog", default=None, help="twin catalog YAML (default: the packaged Twemoji catalog)")
+    cal.add_argument("--keep-twins", type=float, default=0.95, help="share of true twins the threshold keeps")
+    cal.add_argument("--json", action="store_true", help="print the summary as JSON instead of the report")
     p = sub.add_parser("push", help="upload an exported folder to the Hub")
     p.add_argument("folder")
     p.add_argument("--repo-id", required=True)
@@ -33,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
 
         summary = _run_cultureverse(args)
         print(json.dumps({"output_dir": args.output_dir, "rows": summary["rows"], "statistics": summary["statistics"]}))
+        return 0
+    if args.command == "calibrate-similarity":
+        from .calibration import run_cli as _run_calibration
+
+        print(_run_calibration(args))
         return 0
     if args.command == "build":
         from .pipeline import build, print_summary

@@ -104,14 +104,16 @@ def parse_judge(answer: Any) -> dict[str, int]:
 
 
 def parse_bottom_up(answer: Any) -> dict[str, Any]:
-    """Parse a bottomup.v1 answer; when keep is true every other field must be filled and the category valid."""
+    """Parse a bottomup.v2 answer (the page title is the concept, so there is no concept field); when keep is true
+    every other field must be filled and the category valid. The country is resolved by the caller."""
     obj = extract_json_object(answer)
-    spec = {"keep": bool, "concept": str, "country": str, "category": str, "context": str, "visual_features": str}
-    check_fields(obj, spec, allow_empty=True)  # a rejected term may leave its other fields blank
+    spec = {"keep": bool, "country": str, "category": str, "context": str, "visual_features": str}
+    check_fields(obj, spec, allow_empty=True)  # a rejected page may leave its other fields blank
     if obj["keep"]:
         check_fields(obj, spec)
         if obj["category"].strip() not in CATEGORIES:
             raise Rejected("unknown_category", obj["category"])
+        _check_features(obj["visual_features"], "visual_features")
     return _strings(obj)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_type_hints
 
 import yaml
 
@@ -22,6 +22,29 @@ class BackendSpec:
 
 
 @dataclass
+class BottomUpSettings:
+    """Reading WIT (Wikipedia image-text, its real columns) in streaming mode: the text pre-filter applied before
+    any VLM call, the bounds, and the image fetch from `image_url`."""
+
+    split: str = "train"
+    revision: str | None = None
+    data_files: list[str] | str | None = None  # for a builder corpus ("csv" + the WIT .tsv.gz files or URLs)
+    load_options: dict[str, Any] = field(default_factory=dict)  # extra `datasets.load_dataset` options (sep, ...)
+    languages: list[str] = field(default_factory=lambda: ["en"])  # WIT `language`; [] keeps every language
+    mime_types: list[str] = field(default_factory=lambda: ["image/jpeg", "image/png", "image/webp"])
+    require_main_image: bool = False  # WIT `is_main_image`
+    require_country_mention: bool = True  # title/descriptions must name a country or an unambiguous demonym
+    max_screened: int = 200_000  # rows read from the stream at most
+    max_candidates: int = 5_000  # rows passing the pre-filter that go on to fetch + VLM, at most
+    fetch_timeout_s: float = 20.0
+    fetch_retries: int = 2  # on 429/5xx and connection errors, with exponential backoff
+    fetch_workers: int = 8
+    max_image_bytes: int = 20_000_000
+    max_image_side: int = 768  # fetched images are downscaled to this longest side before the VLM sees them
+    user_agent: str = "CultureCLIP-dataset-builder/0.1 (research dataset build; https://github.com/cultureclip)"
+
+
+@dataclass
 class ConceptSettings:
     """Where concepts come from: `curated` (catalog), `top-down` (text model) or `bottom-up` (corpus + VLM)."""
 
@@ -29,18 +52,35 @@ class ConceptSettings:
     catalog: str | None = None  # curated catalog path; None = the packaged Twemoji catalog
     countries: list[str] | str = "all"  # ISO codes or "all"
     categories: list[str] | str = "all"
-    corpus: str | None = None  # bottom-up: local .jsonl or .parquet with `title` and `image` columns
+    # bottom-up: a WIT-layout corpus: Hub id, local folder or file (.parquet/.jsonl/.tsv[.gz]), or a datasets
+    # builder name ("csv", "parquet", "json") with bottom_up.data_files
+    corpus: str | None = None
+    bottom_up: BottomUpSettings = field(default_factory=BottomUpSettings)
     prompt: str = "concept.v1"
-    bottom_up_prompt: str = "bottomup.v1"
+    bottom_up_prompt: str = "bottomup.v2"
+
+
+@dataclass
+class ImageCheckSettings:
+    """Optional image-side twin check after rendering: mean cosine of the pair's CLIP image embeddings."""
+
+    model: str  # CLIP checkpoint (Hub id or folder)
+    min_similarity: float
+    revision: str | None = None
+    batch_size: int = 32
 
 
 @dataclass
 class TwinSettings:
-    """Twin proposal and similarity check."""
+    """Twin proposal and similarity checks (text before rendering, optionally images after)."""
 
     prompt: str = "twin.v1"
-    embedder: str = "hashed-ngram"  # or "clip:<model path>"
-    min_feature_similarity: float = 0.3  # applied to generated twins; curated pairs are recorded, not filtered
+    # "sentence:<hub id or folder>[@revision]", "clip:<folder>" or the offline stand-in "offline-hashed-ngram".
+    embedder: str = "sentence:sentence-transformers/all-MiniLM-L6-v2@1110a243fdf4706b3f48f1d95db1a4f5529b4d41"
+    # Calibrated on the packaged twin catalog (`python -m dataset_builder calibrate-similarity`): keeps >= 95 %
+    # of its true twins. Applied to generated twins; curated pairs are recorded, not filtered.
+    min_feature_similarity: float = 0.35
+    image_check: ImageCheckSettings | None = None  # off by default
 
 
 @dataclass
@@ -108,6 +148,12 @@ class Recipe:
         return asdict(self)
 
 
+def _optional_dataclass(hint: Any) -> type | None:
+    """The dataclass behind a field's type hint (`X` or `X | None`), else None."""
+    options = [hint, *get_args(hint)]
+    return next((h for h in options if isinstance(h, type) and is_dataclass(h)), None)
+
+
 def _build(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
@@ -118,8 +164,8 @@ def _build(cls: type, data: Any, where: str) -> Any:
         raise ValueError(f"{where}: unknown field(s) {unknown}; expected some of {sorted(names)}")
     kwargs = {}
     for key, value in data.items():
-        hint = hints[key]
-        if isinstance(hint, type) and is_dataclass(hint):
+        hint = _optional_dataclass(hints[key])
+        if hint is not None and value is not None:
             kwargs[key] = _build(hint, value, f"{where}.{key}")
         else:
             kwargs[key] = value
@@ -144,4 +190,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
             raise ValueError(f"{path}: {attr} must be a mapping")
     if recipe.captions.per_side < 1 or recipe.captions.max_words < 2:
         raise ValueError(f"{path}: captions.per_side must be >= 1 and captions.max_words >= 2")
+    from .embedders import check_embedder_spec
+
+    check_embedder_spec(recipe.twins.embedder, f"{path}: twins.embedder")
     return recipe

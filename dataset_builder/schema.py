@@ -23,6 +23,12 @@ def feature_list(visual_features: str) -> list[str]:
     return [p.strip() for p in visual_features.split(";") if p.strip()]
 
 
+def similarity_text(concept: "Concept") -> str:
+    """The text the twin similarity check embeds for one side: its visual-feature description. The twins stage
+    and the threshold calibration both call this, so the threshold is calibrated on what is compared."""
+    return concept.visual_features
+
+
 @dataclass(frozen=True)
 class Concept:
     """One culturally specific concept with its metadata."""
@@ -36,6 +42,7 @@ class Concept:
     visual_features: str
     source: str
     emoji: str | None = None
+    subregion: str | None = None  # UN M49 sub-region; None only in records written before the field existed
 
     @property
     def concept_id(self) -> str:
@@ -55,7 +62,8 @@ class Concept:
 def make_concept(
     concept: str, country: str, category: str, context: str, visual_features: str, source: str, emoji: str | None = None
 ) -> Concept:
-    """Build a Concept with country metadata from pycountry; raise ValueError naming the bad field."""
+    """Build a Concept with country metadata from `catalog` (name, code, continent, UN sub-region); raise ValueError
+    naming the bad field (UnknownCountryError, a ValueError, for a country that does not resolve)."""
     for name, value in (("concept", concept), ("context", context), ("visual_features", visual_features)):
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"field {name!r} must be a non-empty string, got {value!r}")
@@ -74,6 +82,7 @@ def make_concept(
         visual_features=visual_features.strip(),
         source=source,
         emoji=emoji,
+        subregion=c.subregion,
     )
 
 
@@ -88,6 +97,7 @@ def row_features():  # -> datasets.Features
         "country": Value("string"),
         "iso_code": Value("string"),
         "continent": Value("string"),
+        "subregion": Value("string"),
         "context": Value("string"),
         "visual_features": Value("string"),
         "caption": Value("string"),
@@ -99,7 +109,7 @@ def row_features():  # -> datasets.Features
     feats: dict[str, Any] = {"pair_id": Value("string"), "sample_index": Value("int32")}
     for name, ftype in side.items():
         feats[name] = ftype
-        if name == "continent":
+        if name == "subregion":
             feats["category"] = Value("string")
     for name, ftype in side.items():
         feats[f"twin_{name}"] = ftype

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from .catalog import UnknownCountryError, lookup_country
+from .catalog import UnknownCountryError, lookup_country, resolve_code
 from .schema import Concept, concept_key, make_concept
 from .twemoji import EmojiNotFoundError, pixel_difference
 
@@ -65,7 +64,7 @@ def load_twin_catalog(path: str | Path = DEFAULT_CATALOG, check_pixels: bool = T
             country = lookup_country(row["iso_code"])
         except UnknownCountryError as exc:
             raise _fail(path, f"{where}.iso_code", str(exc)) from None
-        if "country" in row and lookup_country_or_none(row["country"]) != country.iso_code:
+        if "country" in row and resolve_code(row["country"]) != country.iso_code:
             raise _fail(path, f"{where}.country", f"{row['country']!r} does not match iso_code {row['iso_code']!r}")
         try:
             concept = make_concept(
@@ -111,14 +110,6 @@ def load_twin_catalog(path: str | Path = DEFAULT_CATALOG, check_pixels: bool = T
                             f"<= {MIN_PIXEL_DIFFERENCE})")
         pairs.append((ids[0], ids[1]))
     return TwinCatalog(path=path, concepts=concepts, pairs=pairs)
-
-
-def lookup_country_or_none(value: Any) -> str | None:
-    """ISO alpha-2 code of `value`, or None if it does not resolve."""
-    try:
-        return lookup_country(value).iso_code
-    except UnknownCountryError:
-        return None
 
 
 def catalog_key(concept: str, iso_code: str) -> str:

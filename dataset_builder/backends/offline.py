@@ -95,14 +95,14 @@ class TemplateTextWriter:
                     "castle": "Architecture", "church": "Architecture", "mosque": "Architecture",
                     "festival": "Festival", "dress": "Clothing", "robe": "Clothing", "doll": "Art"}
         category = next((cat for word, cat in keywords.items() if word in title.casefold()), None)
-        empty = {"keep": False, "concept": "", "country": "", "category": "", "context": "", "visual_features": ""}
+        empty = {"keep": False, "country": "", "category": "", "context": "", "visual_features": ""}
         if not found or category is None:
             return empty
         country = max(found, key=lambda c: len(c.name))
         image = _first_image(req)
         rgb = np.asarray(image.convert("RGB"), dtype=np.float32).reshape(-1, 3).mean(axis=0)
         tone = ["red", "green", "blue"][int(np.argmax(rgb))]
-        return {"keep": True, "concept": title, "country": country.name, "category": category,
+        return {"keep": True, "country": country.name, "category": category,
                 "context": f"The subject of the encyclopedia page {title!r}.",
                 "visual_features": f"mostly {tone} tones; compact shape; plain background"}
 

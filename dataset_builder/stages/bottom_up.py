@@ -1,15 +1,20 @@
-"""Stage 1 (bottom-up option): concepts from an image-text corpus such as WIT, classified by the VLM.
+"""Stage 1 (bottom-up option): concepts from WIT pages, as in the release.
 
-The corpus is a local `.jsonl` or `.parquet` file with a `title` column and an `image` column holding a path
-(relative to the corpus file) or embedded bytes (`{"bytes": ...}` as `datasets` stores images). Remote URLs are
-rejected and counted: this stage never downloads.
+1. Stream the corpus (`dataset_builder.wit.open_corpus`) and apply the text-only pre-filter (`wit.screen`): bounded
+   rows, every drop counted by reason; no image is fetched and no model is asked for a dropped row.
+2. For each candidate, fetch `image_url` (the injectable `fetch`, by default `wit.HttpImageFetcher`), decode and
+   downscale it; failures are counted rejections (`fetch_failed`, `unreadable_image`).
+3. Ask the VLM (bottomup.v2) whether the page is a cultural concept, and for its country, category, context and
+   visual features. The page title is kept as the concept name. The country goes through the catalog's resolver
+   (names models write, aliases); an unresolvable one is the counted rejection `unknown_country`.
+
+The screening counts are written to `run/concepts/screening.json` (see `screening_summary`) and logged.
 """
 
 from __future__ import annotations
 
 import io
-import json
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from PIL import Image
@@ -17,104 +22,99 @@ from PIL import Image
 from ..catalog import CATEGORIES, UnknownCountryError
 from ..parsing import Rejected, parse_bottom_up
 from ..prompts import load_prompt, make_request
-from ..runstore import derive_seed, short_hash
+from ..runstore import atomic_write_json, derive_seed, read_json, sha256_bytes, short_hash
 from ..schema import make_concept
+from ..wit import Candidate, FetchError, HttpImageFetcher, ImageFetcher, open_corpus, screen, text
 from .common import RunContext, load_records, ok, rejected, run_items
-from .concepts import STAGE, dedupe
+from .concept_records import STAGE, dedupe
+
+_CONTEXT_CHARS = 600  # of the page description shown to the VLM
 
 
-class CorpusError(ValueError):
-    """The corpus file is malformed; the message names file, row and field."""
+def _decode(data: bytes, max_side: int) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as im:
+        im.draft("RGB", (max_side, max_side))  # JPEG: decode at reduced size when possible
+        rgb = im.convert("RGB")
+    rgb.thumbnail((max_side, max_side))
+    return rgb
 
 
-def read_corpus(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a .jsonl/.parquet corpus, each with a string `title` and an `image` path or bytes."""
-    path = Path(path)
-    if not path.exists():
-        raise CorpusError(f"{path}: corpus file not found")
-    if path.suffix == ".jsonl":
-        rows = []
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise CorpusError(f"{path}: line {i + 1}: invalid JSON ({exc})") from None
-    elif path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(path).to_pylist()
-    else:
-        raise CorpusError(f"{path}: expected a .jsonl or .parquet corpus")
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise CorpusError(f"{path}: row {i}: expected an object")
-        if not isinstance(row.get("title"), str) or not row["title"].strip():
-            raise CorpusError(f"{path}: row {i}: field 'title' missing or not a non-empty string")
-        img = row.get("image")
-        if not (isinstance(img, str) or (isinstance(img, dict) and isinstance(img.get("bytes"), bytes))):
-            raise CorpusError(f"{path}: row {i}: field 'image' must be a path/URL string or {{'bytes': ...}}")
-    return rows
+def candidate_key(c: Candidate) -> str:
+    """Stable record key: stream position plus a hash of the title and URL."""
+    return f"wit{c.index:08d}:{short_hash(c.title + '|' + c.image_url)}"
 
 
-def _open_image(value: Any, base: Path) -> Image.Image:
-    if isinstance(value, dict):
-        im = Image.open(io.BytesIO(value["bytes"]))
-    else:
-        if value.startswith(("http://", "https://")):
-            raise Rejected("remote_image_not_supported", value)
-        im = Image.open(base / value)
-    im.load()
-    return im.convert("RGB")
+def screening_summary(ctx: RunContext) -> dict[str, Any] | None:
+    """The pre-filter counts of the last bottom-up run in this run folder, or None."""
+    path = ctx.store(STAGE).root / "screening.json"
+    return read_json(path) if path.exists() else None
 
 
-def run_bottom_up(ctx: RunContext) -> list:
-    """Classify each corpus row with the VLM; keep rows it marks as a cultural concept with a known country."""
+def run_bottom_up(ctx: RunContext, fetch: ImageFetcher | None = None) -> list:
+    """Screen, fetch and classify WIT rows; returns the kept concepts, deduplicated."""
     corpus = ctx.recipe.concepts.corpus
+    settings = ctx.recipe.concepts.bottom_up
     if not corpus:
-        raise ValueError("recipe field concepts.corpus is required for source 'bottom-up'")
-    path = Path(corpus)
-    rows = read_corpus(path)
+        raise ValueError("recipe field concepts.corpus is required for source 'bottom-up' (a WIT Hub id, folder or file)")
+    fetch = fetch or HttpImageFetcher(settings.fetch_timeout_s, settings.fetch_retries, settings.max_image_bytes,
+                                      settings.user_agent)
+    screening = screen(open_corpus(corpus, settings), settings)
+    summary = {"corpus": corpus, "revision": settings.revision, "split": settings.split, **screening.summary()}
+    atomic_write_json(ctx.store(STAGE).root / "screening.json", summary)
+    ctx.log(f"bottom-up: screened {screening.screened} rows of {corpus}, {len(screening.candidates)} candidates; "
+            f"dropped {dict(sorted(screening.dropped.items()))}")
     prompt = load_prompt(ctx.recipe.concepts.bottom_up_prompt)
-    keys = {}
-    for i, row in enumerate(rows):
-        ident = row["image"] if isinstance(row["image"], str) else short_hash(row["image"]["bytes"].hex())
-        keys[f"row{i:06d}:{short_hash(row['title'] + '|' + ident)}"] = row
+    by_key = {candidate_key(c): c for c in screening.candidates}
+
+    def fetched(key: str) -> tuple[str, Image.Image | dict[str, Any], str | None]:
+        c = by_key[key]
+        try:
+            data = fetch(c.image_url)
+        except (FetchError, OSError, ValueError) as exc:
+            return key, rejected("fetch_failed", title=c.title, url=c.image_url, detail=str(exc)[:300]), None
+        try:
+            return key, _decode(data, settings.max_image_side), sha256_bytes(data)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            return key, rejected("unreadable_image", title=c.title, url=c.image_url, detail=str(exc)[:300]), None
 
     def process(batch: list[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        requests, req_keys = [], []
-        for key in batch:
-            row = keys[key]
-            try:
-                image = _open_image(row["image"], path.parent)
-            except Rejected as exc:
-                out[key] = rejected(exc.reason, title=row["title"])
+        requests, req_keys, digests = [], [], {}
+        with ThreadPoolExecutor(max_workers=max(1, settings.fetch_workers)) as pool:
+            results = list(pool.map(fetched, batch))
+        for key, image, digest in results:
+            if isinstance(image, dict):
+                out[key] = image
                 continue
-            except (OSError, ValueError) as exc:
-                out[key] = rejected("unreadable_image", title=row["title"], detail=str(exc)[:300])
-                continue
-            fields = {"title": row["title"], "categories": ", ".join(CATEGORIES)}
-            requests.append(make_request("bottomup", prompt, fields, derive_seed(ctx.recipe.seed, "bottomup", key), image))
+            c = by_key[key]
+            fields = {"title": c.title, "context": text(c.row.get("context_page_description"))[:_CONTEXT_CHARS],
+                      "caption": text(c.row.get("caption_reference_description")) or "(none)",
+                      "categories": ", ".join(CATEGORIES)}
+            requests.append(make_request("bottomup", prompt, fields, derive_seed(ctx.recipe.seed, "bottomup", key),
+                                         image))
             req_keys.append(key)
+            digests[key] = digest
         answers = ctx.text_backend.generate(requests) if requests else []
         for key, req, answer in zip(req_keys, requests, answers):
+            c = by_key[key]
+            meta = {"title": c.title, "url": c.image_url, "image_sha256": digests[key], "answer": str(answer)[:2000],
+                    "seed": req.seed, "prompt": prompt.version}
             try:
                 parsed = parse_bottom_up(answer)
                 if not parsed["keep"]:
                     raise Rejected("not_cultural")
                 try:
-                    concept = make_concept(parsed["concept"], parsed["country"], parsed["category"], parsed["context"],
+                    concept = make_concept(c.title, parsed["country"], parsed["category"], parsed["context"],
                                            parsed["visual_features"], source="bottom-up")
                 except UnknownCountryError as exc:
                     raise Rejected("unknown_country", str(exc)) from None
                 except ValueError as exc:
                     raise Rejected("invalid_field", str(exc)) from None
-                out[key] = ok(concept=concept.to_dict(), title=keys[key]["title"], answer=answer, seed=req.seed)
+                out[key] = ok(concept=concept.to_dict(), **meta)
             except Rejected as exc:
-                out[key] = rejected(exc.reason, title=keys[key]["title"], answer=str(answer)[:2000], seed=req.seed)
+                out[key] = rejected(exc.reason, **meta)
         return out
 
-    run_items(ctx, STAGE, list(keys), ctx.recipe.text_batch_size, process)
-    return dedupe(load_records(ctx, STAGE, list(keys)))[0]
+    keys = list(by_key)
+    run_items(ctx, STAGE, keys, ctx.recipe.text_batch_size, process)
+    return dedupe(load_records(ctx, STAGE, keys))[0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from ..catalog import CATEGORIES, all_countries, check_category, lookup_country
@@ -11,9 +10,10 @@ from ..prompts import load_prompt, make_request
 from ..runstore import derive_seed
 from ..schema import Concept, make_concept
 from ..twin_catalog import DEFAULT_CATALOG, TwinCatalog, load_twin_catalog
+from ..wit import ImageFetcher
+from .bottom_up import run_bottom_up
 from .common import RunContext, load_records, ok, rejected, run_items
-
-STAGE = "concepts"
+from .concept_records import STAGE, dedupe
 
 
 def selected_countries(ctx: RunContext) -> list[Any]:
@@ -92,31 +92,13 @@ def run_top_down(ctx: RunContext) -> list[Concept]:
     return dedupe(load_records(ctx, STAGE, keys))[0]
 
 
-def dedupe(records: dict[str, dict[str, Any]]) -> tuple[list[Concept], Counter[str]]:
-    """Kept concepts in key order with duplicates (same concept_id) dropped and counted."""
-    seen: dict[str, Concept] = {}
-    dropped: Counter[str] = Counter()
-    for key in sorted(records):
-        rec = records[key]
-        if rec["status"] != "ok":
-            continue
-        c = Concept.from_dict(rec["concept"])
-        if c.concept_id in seen:
-            dropped["duplicate_concept"] += 1
-        else:
-            seen[c.concept_id] = c
-    return list(seen.values()), dropped
-
-
-def run(ctx: RunContext) -> list[Concept]:
-    """Dispatch on the recipe's concept source."""
+def run(ctx: RunContext, fetch: ImageFetcher | None = None) -> list[Concept]:
+    """Dispatch on the recipe's concept source (`fetch` replaces the bottom-up image fetcher)."""
     source = ctx.recipe.concepts.source
     if source == "curated":
         return run_curated(ctx)
     if source == "top-down":
         return run_top_down(ctx)
     if source == "bottom-up":
-        from .bottom_up import run_bottom_up
-
-        return run_bottom_up(ctx)
+        return run_bottom_up(ctx, fetch)
     raise ValueError(f"recipe field concepts.source: {source!r} is not curated, top-down or bottom-up")

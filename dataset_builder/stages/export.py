@@ -26,7 +26,8 @@ SPLITS = ("train", "validation", "test")
 def _side(prefix: str, c: Concept, caps: list[str], k: int, png: bytes, seed: int, scores: dict[str, int]) -> dict[str, Any]:
     return {
         f"{prefix}concept_id": c.concept_id, f"{prefix}concept": c.concept, f"{prefix}country": c.country,
-        f"{prefix}iso_code": c.iso_code, f"{prefix}continent": c.continent, f"{prefix}context": c.context,
+        f"{prefix}iso_code": c.iso_code, f"{prefix}continent": c.continent, f"{prefix}subregion": c.subregion,
+        f"{prefix}context": c.context,
         f"{prefix}visual_features": c.visual_features, f"{prefix}caption": caps[k], f"{prefix}all_captions": list(caps),
         f"{prefix}image": {"bytes": png, "path": None}, f"{prefix}seed": seed, f"{prefix}judge_scores": dict(scores),
     }

@@ -1,9 +1,10 @@
 """Stage 2, twins: a visually similar concept from a different culture in the same category.
 
 Generated twins are parsed field by field (the twin's visual features included), must name a known country
-different from the concept's, and must describe similar visual features (cosine similarity of the two feature
-descriptions under the injected text embedder, at least `min_feature_similarity`). Pairs are deduplicated as
-unordered pairs. Curated pairs come from the catalog; their similarity is recorded, not filtered.
+different from the concept's, and must describe similar visual features (cosine similarity of the two
+`schema.similarity_text` strings under the recipe's text embedder, at least `min_feature_similarity`; the threshold
+is calibrated with `python -m dataset_builder calibrate-similarity`). Pairs are deduplicated as unordered pairs.
+Curated pairs come from the catalog; their similarity is recorded, not filtered.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ..embedders import TextEmbedder, make_embedder, pair_similarity
 from ..parsing import Rejected, parse_twin
 from ..prompts import load_prompt, make_request
 from ..runstore import derive_seed, short_hash
-from ..schema import Concept, make_concept
+from ..schema import Concept, make_concept, similarity_text
 from .common import RunContext, load_records, ok, rejected, run_items
 from .concepts import curated_catalog, curated_pairs
 
@@ -57,7 +58,7 @@ def _run_curated(ctx: RunContext, embedder: TextEmbedder) -> tuple[list[Pair], C
     def process(batch: list[str]) -> dict[str, dict[str, Any]]:
         a = [catalog.concepts[by_key[k][0]] for k in batch]
         b = [catalog.concepts[by_key[k][1]] for k in batch]
-        sims = pair_similarity(embedder, [c.visual_features for c in a], [c.visual_features for c in b])
+        sims = pair_similarity(embedder, [similarity_text(c) for c in a], [similarity_text(c) for c in b])
         return {k: ok(a=x.to_dict(), b=y.to_dict(), similarity=round(float(s), 6), embedder=embedder.name)
                 for k, x, y, s in zip(batch, a, b, sims)}
 
@@ -101,19 +102,21 @@ def _run_generated(ctx: RunContext, concepts: list[Concept], embedder: TextEmbed
             requests.append(make_request("twin", prompt, fields, derive_seed(ctx.recipe.seed, STAGE, key)))
         answers = ctx.text_backend.generate(requests)
         out: dict[str, dict[str, Any]] = {}
+        parsed: list[tuple[str, Concept, dict[str, Any]]] = []
         for key, req, answer in zip(batch, requests, answers):
-            c = by_id[key]
             meta = {"answer": str(answer)[:2000], "seed": req.seed, "prompt": prompt.version, "embedder": embedder.name}
             try:
-                twin = twin_from_answer(c, answer)
+                parsed.append((key, twin_from_answer(by_id[key], answer), meta))
             except Rejected as exc:
                 out[key] = rejected(exc.reason, **meta)
-                continue
-            sim = float(pair_similarity(embedder, [c.visual_features], [twin.visual_features])[0])
+        sims = pair_similarity(embedder, [similarity_text(by_id[k]) for k, _, _ in parsed],
+                               [similarity_text(t) for _, t, _ in parsed]) if parsed else []
+        for (key, twin, meta), sim in zip(parsed, sims):
+            sim = round(float(sim), 6)
             if sim < threshold:
-                out[key] = rejected("low_feature_similarity", similarity=round(sim, 6), **meta)
+                out[key] = rejected("low_feature_similarity", similarity=sim, **meta)
             else:
-                out[key] = ok(a=c.to_dict(), b=twin.to_dict(), similarity=round(sim, 6), **meta)
+                out[key] = ok(a=by_id[key].to_dict(), b=twin.to_dict(), similarity=sim, **meta)
         return out
 
     run_items(ctx, STAGE, keys, ctx.recipe.text_batch_size, process)

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from builder_helpers import REPO, rows_fingerprint, run_cli
 
-SCHEMA = {"pair_id", "sample_index", "concept_id", "concept", "country", "iso_code", "continent", "category", "context",
-          "visual_features", "caption", "all_captions", "image", "seed", "judge_scores", "twin_concept_id",
-          "twin_concept", "twin_country", "twin_iso_code", "twin_continent", "twin_context", "twin_visual_features",
-          "twin_caption", "twin_all_captions", "twin_image", "twin_seed", "twin_judge_scores", "source", "text_model",
-          "image_model"}
+SCHEMA = {"pair_id", "sample_index", "concept_id", "concept", "country", "iso_code", "continent", "subregion",
+          "category", "context", "visual_features", "caption", "all_captions", "image", "seed", "judge_scores",
+          "twin_concept_id", "twin_concept", "twin_country", "twin_iso_code", "twin_continent", "twin_subregion",
+          "twin_context", "twin_visual_features", "twin_caption", "twin_all_captions", "twin_image", "twin_seed",
+          "twin_judge_scores", "source", "text_model", "image_model"}
 
 
 def test_load_dataset_in_fresh_process(reference_build):

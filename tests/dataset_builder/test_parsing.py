@@ -94,14 +94,17 @@ def test_captions_whole_answer_malformed():
 
 
 def test_bottom_up_keep_and_drop():
-    drop = {"keep": False, "concept": "", "country": "", "category": "", "context": "", "visual_features": ""}
+    drop = {"keep": False, "country": "", "category": "", "context": "", "visual_features": ""}
     assert parse_bottom_up(json.dumps(drop))["keep"] is False
-    keep = {**drop, "keep": True, "concept": "hanbok", "country": "South Korea", "category": "Clothing",
+    keep = {**drop, "keep": True, "country": "South Korea", "category": "Clothing",
             "context": "Worn at holidays.", "visual_features": "high waist; flared skirt"}
-    assert parse_bottom_up(json.dumps(keep))["concept"] == "hanbok"
+    assert parse_bottom_up(json.dumps(keep))["country"] == "South Korea"
     with pytest.raises(Rejected) as info:
         parse_bottom_up(json.dumps({**keep, "category": "Music"}))
     assert info.value.reason == "unknown_category"
     with pytest.raises(Rejected) as info:
-        parse_bottom_up(json.dumps({**keep, "concept": ""}))
-    assert info.value.reason == "empty_field:concept"
+        parse_bottom_up(json.dumps({**keep, "context": ""}))
+    assert info.value.reason == "empty_field:context"
+    with pytest.raises(Rejected) as info:  # the page title is the concept: a concept field is not part of v2
+        parse_bottom_up(json.dumps({**keep, "concept": "hanbok"}))
+    assert info.value.reason == "unexpected_field:concept"

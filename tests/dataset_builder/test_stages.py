@@ -16,7 +16,6 @@ from dataset_builder.backends.base import ImageRenderError
 from dataset_builder.backends.offline import RuleBasedJudge, TemplateTextWriter, TwemojiImageSource
 from dataset_builder.pipeline import RunMismatchError, build
 from dataset_builder.recipe import load_recipe
-from dataset_builder.twemoji import emoji_on_white
 
 
 class FlakyImages(TwemojiImageSource):
@@ -139,40 +138,6 @@ def test_top_down_rejects_same_country_and_bad_answers(tmp_path):
     counts = status_counts(ctx.store("twins").all_records())
     assert counts == {"kept": 2, "rejected:same_country": 1, "rejected:extra_text": 1}
     assert len(pairs) == 2 and all(p.a.iso_code != p.b.iso_code for p in pairs)
-
-
-def test_bottom_up_from_local_corpus(tmp_path):
-    img_dir = tmp_path / "imgs"
-    img_dir.mkdir()
-    emoji_on_white("👘").save(img_dir / "kimono.png")
-    emoji_on_white("🇨🇮").save(img_dir / "ci.png")
-    (img_dir / "broken.png").write_bytes(b"\x89PNG\r\n not really")
-    rows = [
-        {"title": "Traditional robe of Japan", "image": "imgs/kimono.png"},
-        {"title": "National flag of Côte d'Ivoire", "image": "imgs/ci.png"},
-        {"title": "Quarterly sales report", "image": "imgs/kimono.png"},
-        {"title": "Festival dress of Peru", "image": "imgs/broken.png"},
-        {"title": "Flag of Japan", "image": "https://example.org/flag.png"},
-    ]
-    corpus = tmp_path / "wit.jsonl"
-    corpus.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
-    recipe = load_recipe("demo")
-    recipe = dataclasses.replace(recipe, concepts=dataclasses.replace(recipe.concepts, source="bottom-up", corpus=str(corpus)))
-    from dataset_builder.stages import concepts as cs
-    from dataset_builder.stages.common import RunContext, status_counts
-
-    ctx = RunContext(run_dir=tmp_path / "run", recipe=recipe, text_backend=TemplateTextWriter(), progress=False)
-    concepts = cs.run(ctx)
-    assert sorted((c.iso_code, c.category, c.source) for c in concepts) == [
-        ("CI", "Symbol", "bottom-up"), ("JP", "Clothing", "bottom-up")]
-    assert status_counts(ctx.store("concepts").all_records()) == {
-        "kept": 2, "rejected:not_cultural": 1, "rejected:unreadable_image": 1, "rejected:remote_image_not_supported": 1}
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"title": "x", "image": "a.png"}) + "\n" + json.dumps({"image": "b.png"}))
-    from dataset_builder.stages.bottom_up import CorpusError, read_corpus
-
-    with pytest.raises(CorpusError, match=r"bad.jsonl: row 1: field 'title'"):
-        read_corpus(bad)
 
 
 def test_hostile_concept_names_stay_inside_the_run(tmp_path):

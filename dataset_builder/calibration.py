@@ -1,0 +1,157 @@
+"""Calibrating the twin text-similarity threshold on a curated twin catalog.
+
+Positives are the catalog's twin pairs; negatives are every other pair of concepts from the same category and
+different countries (the full population that "random same-category pairs" sample from). Both are scored exactly
+as the twins stage scores a proposal (`schema.similarity_text` under the given embedder). The recommended threshold
+keeps a chosen share of the true twins (default 95 %), rounded down to 0.01; the report also gives the two other
+operating points a reader wants: the threshold that keeps every twin, and the one that rejects 90 % of negatives.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .embedders import TextEmbedder
+from .schema import similarity_text
+from .twin_catalog import TwinCatalog
+
+
+@dataclass(frozen=True)
+class ScoredPair:
+    """One scored pair of concept names."""
+
+    a: str
+    b: str
+    category: str
+    similarity: float
+
+
+@dataclass
+class Calibration:
+    """Similarities of true twins and same-category negatives under one embedder, and the threshold they give."""
+
+    embedder: str
+    catalog: str
+    keep_twins: float
+    twins: list[ScoredPair]
+    negatives: list[ScoredPair]
+    recommended: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.twins or not self.negatives:
+            raise ValueError(f"{self.catalog}: calibration needs twin pairs and same-category negatives")
+        sims = np.array([p.similarity for p in self.twins])
+        # The largest 0.01 step that keeps at least `keep_twins` of the true twins.
+        q = float(np.quantile(sims, 1.0 - self.keep_twins, method="lower"))
+        self.recommended = math.floor(q * 100 + 1e-9) / 100
+
+    def kept_twins(self, threshold: float) -> float:
+        """Share of true twins scoring at least `threshold` (the twins stage keeps similarity >= threshold)."""
+        return float(np.mean([p.similarity >= threshold for p in self.twins]))
+
+    def rejected_negatives(self, threshold: float, category: str | None = None) -> float:
+        """Share of negatives (optionally of one category) scoring below `threshold`."""
+        sims = [p.similarity for p in self.negatives if category is None or p.category == category]
+        return float(np.mean([s < threshold for s in sims])) if sims else float("nan")
+
+    def auc(self) -> float:
+        """Probability that a true twin outscores a same-category negative (ties count half)."""
+        t = np.array([p.similarity for p in self.twins])[:, None]
+        n = np.array([p.similarity for p in self.negatives])[None, :]
+        return float(np.mean((t > n) + 0.5 * (t == n)))
+
+    def operating_points(self) -> dict[str, float]:
+        """Named thresholds: recommended, keep every twin, reject 90 % of negatives."""
+        negatives = np.array([p.similarity for p in self.negatives])
+        return {
+            f"recommended (keeps >= {self.keep_twins:.0%} of twins)": self.recommended,
+            "keeps every twin": math.floor(min(p.similarity for p in self.twins) * 100 + 1e-9) / 100,
+            "rejects 90% of negatives": math.ceil(float(np.quantile(negatives, 0.9)) * 100 - 1e-9) / 100,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Machine-readable summary (for `--json`)."""
+        return {
+            "embedder": self.embedder, "catalog": self.catalog, "recommended_threshold": self.recommended,
+            "keep_twins": self.keep_twins, "auc": round(self.auc(), 4),
+            "operating_points": {k: {"threshold": t, "twins_kept": round(self.kept_twins(t), 4),
+                                     "negatives_rejected": round(self.rejected_negatives(t), 4)}
+                                 for k, t in self.operating_points().items()},
+            "twins": [p.__dict__ for p in self.twins], "negatives": len(self.negatives),
+        }
+
+
+def calibrate(catalog: TwinCatalog, embedder: TextEmbedder, keep_twins: float = 0.95) -> Calibration:
+    """Score every twin pair and every same-category, different-country non-twin pair of `catalog`."""
+    if not 0.0 < keep_twins <= 1.0:
+        raise ValueError(f"keep_twins must be in (0, 1], got {keep_twins}")
+    concepts = list(catalog.concepts.values())
+    vectors = embedder.embed([similarity_text(c) for c in concepts])
+    row = {c.concept_id: i for i, c in enumerate(concepts)}
+
+    def score(a: Any, b: Any) -> ScoredPair:
+        sim = float(vectors[row[a.concept_id]] @ vectors[row[b.concept_id]])
+        return ScoredPair(a.concept, b.concept, a.category, round(sim, 6))
+
+    twin_ids = {frozenset(p) for p in catalog.pairs}
+    twins = [score(catalog.concepts[a], catalog.concepts[b]) for a, b in catalog.pairs]
+    negatives = [score(x, y) for x, y in itertools.combinations(concepts, 2)
+                 if x.category == y.category and x.iso_code != y.iso_code
+                 and frozenset((x.concept_id, y.concept_id)) not in twin_ids]
+    return Calibration(embedder.name, str(catalog.path), keep_twins, twins, negatives)
+
+
+def _quantiles(values: list[float]) -> str:
+    if not values:
+        return f"{'-':>6} {'-':>6} {'-':>6}"
+    lo, mid, hi = np.quantile(values, [0.1, 0.5, 0.9])
+    return f"{lo:6.3f} {mid:6.3f} {hi:6.3f}"
+
+
+def format_report(cal: Calibration) -> str:
+    """The human-readable calibration report the command prints."""
+    lines = [f"twin similarity calibration: embedder {cal.embedder}", f"catalog {cal.catalog}: {len(cal.twins)} twin "
+             f"pairs, {len(cal.negatives)} same-category negatives (all non-twin pairs, different countries)", ""]
+    lines.append(f"{'category':<18} {'twins':>5} {'p10':>6} {'p50':>6} {'p90':>6}   {'negs':>5} {'p10':>6} {'p50':>6} "
+                 f"{'p90':>6}   rejected at {cal.recommended:.2f}")
+    for category in sorted({p.category for p in cal.twins + cal.negatives}):
+        t = [p.similarity for p in cal.twins if p.category == category]
+        n = [p.similarity for p in cal.negatives if p.category == category]
+        rej = cal.rejected_negatives(cal.recommended, category)
+        lines.append(f"{category:<18} {len(t):>5} {_quantiles(t)}   {len(n):>5} {_quantiles(n)}   "
+                     f"{'-' if math.isnan(rej) else f'{rej:.0%}'}")
+    lines.append(f"{'all':<18} {len(cal.twins):>5} {_quantiles([p.similarity for p in cal.twins])}   "
+                 f"{len(cal.negatives):>5} {_quantiles([p.similarity for p in cal.negatives])}   "
+                 f"{cal.rejected_negatives(cal.recommended):.0%}")
+    lines += ["", f"AUC (a twin outscores a same-category negative): {cal.auc():.3f}", "",
+              f"{'operating point':<42} {'threshold':>9} {'twins kept':>11} {'negatives rejected':>19}"]
+    for name, t in cal.operating_points().items():
+        lines.append(f"{name:<42} {t:9.2f} {cal.kept_twins(t):11.0%} {cal.rejected_negatives(t):19.0%}")
+    lines += ["", "lowest-scoring twins:"]
+    lines += [f"  {p.similarity:.3f}  {p.a} / {p.b} ({p.category})"
+              for p in sorted(cal.twins, key=lambda p: p.similarity)[:5]]
+    lines += ["highest-scoring negatives:"]
+    lines += [f"  {p.similarity:.3f}  {p.a} / {p.b} ({p.category})"
+              for p in sorted(cal.negatives, key=lambda p: -p.similarity)[:5]]
+    lines += ["", f"recommended twins.min_feature_similarity: {cal.recommended:.2f}"]
+    return "\n".join(lines)
+
+
+def run_cli(args: Any) -> str:
+    """`calibrate-similarity`: the report (or JSON) for the chosen embedder and catalog."""
+    import json
+
+    from .embedders import check_embedder_spec, make_embedder
+    from .recipe import load_recipe
+    from .twin_catalog import DEFAULT_CATALOG, load_twin_catalog
+
+    spec = args.embedder or load_recipe("paper").twins.embedder
+    check_embedder_spec(spec, "--embedder")
+    catalog = load_twin_catalog(args.catalog or DEFAULT_CATALOG, check_pixels=False)
+    cal = calibrate(catalog, make_embedder(spec), keep_twins=args.keep_twins)
+    return json.dumps(cal.to_dict(), indent=1, ensure_ascii=False) if args.json else format_report(cal)
