@@ -3,7 +3,8 @@
 from transformers import AutoConfig, AutoModel, AutoModelForZeroShotImageClassification
 
 from .configuration_cultureclip import LOSS_MODES, CultureCLIPConfig
-from .loss_cultureclip import FeatureGather, ObjectiveSettings, TwinFeatures, cultureclip_loss, twin_contrastive_loss
+from .loss_cultureclip import (LOSS_TERMS, FeatureGather, ObjectiveSettings, TwinFeatures, cultureclip_loss,
+                               plus_side_clip_loss, twin_contrastive_loss)
 from .modeling_cultureclip import CultureCLIPModel, CultureCLIPOutput
 
 AutoConfig.register(CultureCLIPConfig.model_type, CultureCLIPConfig, exist_ok=True)
@@ -12,6 +13,7 @@ AutoModelForZeroShotImageClassification.register(CultureCLIPConfig, CultureCLIPM
 
 __all__ = [
     "LOSS_MODES",
+    "LOSS_TERMS",
     "CultureCLIPConfig",
     "CultureCLIPModel",
     "CultureCLIPOutput",
@@ -19,5 +21,6 @@ __all__ = [
     "ObjectiveSettings",
     "TwinFeatures",
     "cultureclip_loss",
+    "plus_side_clip_loss",
     "twin_contrastive_loss",
 ]

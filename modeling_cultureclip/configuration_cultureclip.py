@@ -7,6 +7,8 @@ import math
 from huggingface_hub.dataclasses import strict
 from transformers import CLIPConfig
 
+from .loss_cultureclip import LOSS_TERMS
+
 LOSS_MODES = ("faithful", "improved")
 
 # What each loss mode means for the switches left at None. "faithful" reproduces the released objective:
@@ -38,8 +40,16 @@ class CultureCLIPConfig(CLIPConfig):
         loss_mode: "faithful" (the released objective) or "improved" (our default).
         caption_loss_weight: weight of the contextual-caption term (lambda_caption).
         concept_loss_weight: weight of the bare-concept-name term (lambda_concept).
-        use_twin_negatives: the twin's texts are negatives of the anchor (NegCLIP). Off gives plain CLIP per side,
-            the released "clip" ablation.
+        loss_terms: which terms make the loss, by the released code's `loss_type` names. "cultureclip" (default):
+            twin negatives on captions and on concepts, weighted. "clip" and "caption_clip": plain CLIP of the `+`
+            side's images and captions only (the twin side is not used). "concept_clip": the same on concept
+            names. "caption_negclip" / "concept_negclip": the twin term of one text kind alone (both sides,
+            unweighted, as released). "caption_concept_clip", "caption_neg_concept_clip" (twin term on captions,
+            `+`-side CLIP on concepts), "caption_concept_neg" (the reverse): weighted sums. In faithful mode each
+            name gives exactly the released loss of that name.
+        use_twin_negatives: the twin's texts are negatives of the anchor (NegCLIP). Off gives plain CLIP on each of
+            the two sides, averaged (faithful: summed): our own ablation, not the released "clip" ablation, which
+            uses the `+` side only (that one is `loss_terms="clip"`).
         normalize_features: L2-normalise projected features before the dot product.
         symmetric_twin_negatives: the twin is a hard negative text->image as well as image->text.
         mask_false_negatives: other items of the same concept in the batch are not negatives.
@@ -49,6 +59,7 @@ class CultureCLIPConfig(CLIPConfig):
     model_type = "cultureclip"
 
     loss_mode: str = "improved"
+    loss_terms: str = "cultureclip"
     caption_loss_weight: float = 0.5
     concept_loss_weight: float = 0.5
     use_twin_negatives: bool = True
@@ -65,6 +76,8 @@ class CultureCLIPConfig(CLIPConfig):
         """Raise ValueError naming the field when an objective setting is out of range."""
         if self.loss_mode not in LOSS_MODES:
             raise ValueError(f"CultureCLIPConfig.loss_mode={self.loss_mode!r}: expected one of {LOSS_MODES}")
+        if self.loss_terms not in LOSS_TERMS:
+            raise ValueError(f"CultureCLIPConfig.loss_terms={self.loss_terms!r}: expected one of {tuple(LOSS_TERMS)}")
         for name in ("caption_loss_weight", "concept_loss_weight"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
@@ -81,6 +94,7 @@ class CultureCLIPConfig(CLIPConfig):
                     for name, default in preset.items()}
         resolved.update(
             loss_mode=self.loss_mode,
+            loss_terms=self.loss_terms,
             caption_loss_weight=self.caption_loss_weight,
             concept_loss_weight=self.concept_loss_weight,
             use_twin_negatives=self.use_twin_negatives,
@@ -90,4 +104,4 @@ class CultureCLIPConfig(CLIPConfig):
         return resolved
 
 
-__all__ = ["CultureCLIPConfig", "LOSS_MODES"]
+__all__ = ["CultureCLIPConfig", "LOSS_MODES", "LOSS_TERMS"]

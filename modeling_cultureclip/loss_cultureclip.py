@@ -6,6 +6,8 @@ masked to recover each variant:
 - twin negatives off: a side only sees its own side (plain CLIP per side);
 - asymmetric (released NegCLIP): image->text sees both sides, text->image only its own side;
 - false-negative masking: columns showing the row's own concept, other than its target, are dropped.
+A second, smaller function gives plain CLIP on the `+` side alone (the released `clip` ablations). Which terms make
+the loss is chosen by `loss_terms`, with the released code's `loss_type` names (see LOSS_TERMS).
 
 Across processes, rows stay local and columns are gathered with gradients (open_clip's local-loss scheme): the
 caller passes a `FeatureGather`; this file never touches torch.distributed so it can ship as Hub remote code.
@@ -28,6 +30,22 @@ class FeatureGather(Protocol):
     world_size: int
 
     def __call__(self, tensor: torch.Tensor) -> torch.Tensor: ...
+
+
+# loss_terms name -> (caption term, concept term, weighted): a term is "negclip" (the twin-aware term over both
+# sides, `twin_contrastive_loss`), "clip" (`+` side only, `plus_side_clip_loss`) or None. The released code applies
+# lambda_caption / lambda_concept only when both text kinds are used; a single term enters unweighted.
+LOSS_TERMS: dict[str, tuple[str | None, str | None, bool]] = {
+    "cultureclip": ("negclip", "negclip", True),
+    "clip": ("clip", None, False),  # the release's "standard CLIP loss": + images against + captions
+    "caption_clip": ("clip", None, False),
+    "concept_clip": (None, "clip", False),
+    "caption_negclip": ("negclip", None, False),
+    "concept_negclip": (None, "negclip", False),
+    "caption_concept_clip": ("clip", "clip", True),
+    "caption_neg_concept_clip": ("negclip", "clip", True),
+    "caption_concept_neg": ("clip", "negclip", True),
+}
 
 
 @dataclass
@@ -69,6 +87,7 @@ class ObjectiveSettings:
 
     caption_loss_weight: float = 0.5
     concept_loss_weight: float = 0.5
+    loss_terms: str = "cultureclip"
     use_twin_negatives: bool = True
     normalize_features: bool = True
     symmetric_twin_negatives: bool = True
@@ -80,6 +99,28 @@ class ObjectiveSettings:
     def from_config(cls, config) -> ObjectiveSettings:
         resolved = config.resolved_objective()
         return cls(**{f.name: resolved[f.name] for f in fields(cls)})
+
+    def __post_init__(self) -> None:
+        if self.loss_terms not in LOSS_TERMS:
+            raise ValueError(f"loss_terms={self.loss_terms!r}: expected one of {tuple(LOSS_TERMS)}")
+
+    def term_weights(self) -> dict[str, tuple[str, float]]:
+        """The terms the loss is made of: {"caption" | "concept": (term kind, weight)}; zero-weight terms dropped."""
+        caption, concept, weighted = LOSS_TERMS[self.loss_terms]
+        terms = {}
+        for kind, term, weight in (("caption", caption, self.caption_loss_weight),
+                                   ("concept", concept, self.concept_loss_weight)):
+            if term is not None and (weight > 0 or not weighted):
+                terms[kind] = (term, weight if weighted else 1.0)
+        if not terms:
+            raise ValueError(f"loss_terms={self.loss_terms!r} with caption_loss_weight={self.caption_loss_weight} "
+                             f"and concept_loss_weight={self.concept_loss_weight}: no term left")
+        return terms
+
+    @property
+    def uses_concepts(self) -> bool:
+        """Whether the loss needs the concept-name features of both sides."""
+        return "concept" in self.term_weights()
 
 
 def _gather(tensor: torch.Tensor, gather: FeatureGather | None) -> torch.Tensor:
@@ -149,30 +190,64 @@ def twin_contrastive_loss(
     return loss * 2 if settings.sum_sides else loss
 
 
+def plus_side_clip_loss(
+    image: torch.Tensor,
+    text: torch.Tensor,
+    logit_scale: torch.Tensor,
+    settings: ObjectiveSettings,
+    ids: torch.Tensor | None = None,
+    gather: FeatureGather | None = None,
+) -> torch.Tensor:
+    """Plain CLIP of the `+` side alone: ½ [CE(s·I·Tᵀ) + CE(s·T·Iᵀ)] over B pairs (the released `clip` ablations).
+
+    Features are normalised, false negatives masked and the scale clamped as `settings` says, like the twin term.
+    """
+    if settings.normalize_features:
+        image, text = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
+    rank = 0 if gather is None else gather.rank
+    all_images, all_texts = _gather(image, gather), _gather(text, gather)
+    local, device = image.shape[0], image.device
+    targets = rank * local + torch.arange(local, device=device)
+    mask = torch.zeros(local, all_texts.shape[0], dtype=torch.bool, device=device)
+    if settings.mask_false_negatives:
+        if ids is None:
+            raise ValueError("mask_false_negatives needs `concept_ids` for every pair")
+        mask = ids[:, None] == _gather(ids, gather)[None, :]
+        mask[torch.arange(local, device=device), targets] = False
+    max_log = None if settings.logit_scale_max is None else math.log(settings.logit_scale_max)
+    scale = logit_scale.clamp(max=max_log).exp() if max_log is not None else logit_scale.exp()
+    image_logits = (scale * image @ all_texts.T).masked_fill(mask, float("-inf"))
+    text_logits = (scale * text @ all_images.T).masked_fill(mask, float("-inf"))
+    return (F.cross_entropy(image_logits, targets) + F.cross_entropy(text_logits, targets)) / 2
+
+
 def cultureclip_loss(
     features: TwinFeatures,
     logit_scale: torch.Tensor,
     settings: ObjectiveSettings,
     gather: FeatureGather | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Weighted CultureCLIP loss and its named terms: `loss`, `caption_loss` and, if weighted, `concept_loss`."""
+    """The loss `settings.loss_terms` names and its unweighted terms: `loss`, `caption_loss`, `concept_loss`."""
     features.check()
+    plan = settings.term_weights()
+    if "concept" in plan and features.concept is None:
+        raise ValueError(f"loss_terms={settings.loss_terms!r} with concept_loss_weight > 0 needs concept-name inputs "
+                         "for both sides (concept, twin_concept)")
+    texts = {"caption": (features.caption, features.twin_caption), "concept": (features.concept, features.twin_concept)}
     terms: dict[str, torch.Tensor] = {}
-    ids = dict(ids=features.concept_ids, twin_ids=features.twin_concept_ids, gather=gather)
-    if settings.caption_loss_weight > 0:
-        terms["caption_loss"] = twin_contrastive_loss(
-            features.image, features.twin_image, features.caption, features.twin_caption, logit_scale, settings, **ids
-        )
-    if settings.concept_loss_weight > 0:
-        if features.concept is None:
-            raise ValueError("concept_loss_weight > 0 needs concept-name inputs for both sides (concept, twin_concept)")
-        terms["concept_loss"] = twin_contrastive_loss(
-            features.image, features.twin_image, features.concept, features.twin_concept, logit_scale, settings, **ids
-        )
-    loss = settings.caption_loss_weight * terms.get("caption_loss", 0.0) + settings.concept_loss_weight * terms.get(
-        "concept_loss", 0.0
-    )
+    loss: torch.Tensor | float = 0.0
+    for kind, (term, weight) in plan.items():
+        text, twin_text = texts[kind]
+        if term == "negclip":
+            value = twin_contrastive_loss(features.image, features.twin_image, text, twin_text, logit_scale, settings,
+                                          ids=features.concept_ids, twin_ids=features.twin_concept_ids, gather=gather)
+        else:
+            value = plus_side_clip_loss(features.image, text, logit_scale, settings, ids=features.concept_ids,
+                                        gather=gather)
+        terms[f"{kind}_loss"] = value
+        loss = loss + weight * value
     return {"loss": loss, **terms}
 
 
-__all__ = ["FeatureGather", "ObjectiveSettings", "TwinFeatures", "cultureclip_loss", "twin_contrastive_loss"]
+__all__ = ["LOSS_TERMS", "FeatureGather", "ObjectiveSettings", "TwinFeatures", "cultureclip_loss",
+           "plus_side_clip_loss", "twin_contrastive_loss"]

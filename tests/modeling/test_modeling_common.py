@@ -130,7 +130,8 @@ if SUITE is not None:
 
         def test_config_with_objective_fields(self) -> None:
             """The same config checks with every objective field set away from its default."""
-            objective = dict(loss_mode="faithful", caption_loss_weight=0.7, concept_loss_weight=0.3,
+            objective = dict(loss_mode="faithful", loss_terms="caption_neg_concept_clip", caption_loss_weight=0.7,
+                             concept_loss_weight=0.3,
                              use_twin_negatives=False, normalize_features=True, symmetric_twin_negatives=True,
                              mask_false_negatives=True, logit_scale_max=50.0)
             tester = SUITE.configuration.ConfigTester(self, config_class=CultureCLIPConfig, has_text_modality=False,

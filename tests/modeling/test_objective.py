@@ -108,7 +108,9 @@ def test_faithful_mode_equals_spec_formulas():
     torch.testing.assert_close(ours["loss"], 0.7 * caption + 0.3 * concept, atol=1e-6, rtol=1e-6)
 
 
-def test_faithful_clip_ablation_equals_per_side_clip():
+def test_twin_negatives_off_equals_clip_on_both_sides_summed():
+    """Our own "twin negatives off" ablation: plain CLIP on each side, both sides summed in faithful mode. It is not
+    the release's `clip` ablation (the `+` side only, `loss_terms="clip"`; see test_release_ablations.py)."""
     feats = random_features()
     settings = ObjectiveSettings.from_config(
         CultureCLIPConfig(loss_mode="faithful", use_twin_negatives=False, caption_loss_weight=1.0,
