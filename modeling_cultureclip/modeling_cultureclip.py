@@ -190,10 +190,13 @@ class CultureCLIPModel(CLIPModel):
         )
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Save weights (safetensors), config with `auto_map` and the remote-code files next to them."""
+        """Save weights, config with `auto_map` and the remote-code files next to them.
+
+        Transformers 5 writes safetensors only (it dropped `safe_serialization`); every other keyword, e.g.
+        `push_to_hub=True, repo_id=...`, goes to `PreTrainedModel.save_pretrained` as is.
+        """
         type(self).register_for_auto_class("AutoModel")
         self.config.auto_map = dict(_AUTO_MAP)
-        kwargs.setdefault("safe_serialization", True)
         return super().save_pretrained(save_directory, *args, **kwargs)
 
 
