@@ -1,9 +1,10 @@
 """Fine-tune CLIP into CultureCLIP.
 
-    accelerate launch train.py --recipe paper-b32 --dataset <hub id or folder> [--field value ...]
+    accelerate launch train.py --recipe release-b32 --dataset <hub id or folder> [--field value ...]
     python train.py --recipe demo --dataset ./cultwin --max_steps 20
 
-Recipes: paper-b32, paper-l14, improved-b32, demo, or a YAML path. Every recipe field can be overridden
+Recipes: release-b32 and release-l14 (the authors' exact launch), faithful-cached-b32/-l14, improved-b32, demo,
+or a YAML path (see each recipe's header for how it departs from the release). Every recipe field can be overridden
 (`--max_steps 100`, `--output-dir runs/x`, `--push-to-hub --hub-model-id me/cultureclip`); `--resume latest`
 continues from the newest checkpoint in output_dir. Exit status: 0 done, 2 bad arguments/data/checkpoint,
 3 training diverged (NaN/inf).

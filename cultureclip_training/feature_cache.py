@@ -1,4 +1,5 @@
-"""One optimisation step over k micro-batches with feature caching, so the loss sees the whole batch.
+"""One optimisation step over k micro-batches with feature caching, so the loss sees the whole batch (and, for
+reproducing the authors' release, the plain accumulation it used: `plain_step`).
 
 Plain gradient accumulation computes the contrastive loss inside each micro-batch, which shrinks the set of
 negatives and changes the objective. Feature caching (the scheme open_clip uses) instead:
@@ -142,4 +143,34 @@ def cached_step(
     return reported
 
 
-__all__ = ["FeatureEncoder", "cached_step", "clip_contrastive_loss", "objective_loss"]
+def plain_step(
+    encoder: nn.Module,
+    micro_batches: Sequence[dict[str, torch.Tensor]],
+    loss_fn: Callable[[dict[str, torch.Tensor], torch.Tensor], dict[str, torch.Tensor]],
+    logit_scale: torch.Tensor,
+    backward: Callable[[torch.Tensor], None],
+    no_sync: Callable[[], Any] | None = None,
+    check: Callable[[dict[str, torch.Tensor]], None] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Plain gradient accumulation, as the authors' release (HF Trainer) trains: returns the mean loss terms.
+
+    Each micro-batch is encoded, its loss computed over its own rows only (pass a `loss_fn` without a cross-process
+    gather for the release's per-device negatives), divided by the number of micro-batches and back-propagated, so
+    the step's gradient is the mean of the micro-batches' gradients. Same arguments as `cached_step`; `check` runs
+    on every micro-batch's loss before its backward pass.
+    """
+    count = len(micro_batches)
+    totals: dict[str, torch.Tensor] = {}
+    for index, batch in enumerate(micro_batches):
+        context = no_sync() if (no_sync is not None and index < count - 1) else nullcontext()
+        with context:
+            terms = loss_fn(_with_ids(encoder(**batch), batch), logit_scale)
+            if check is not None:
+                check(terms)
+            backward(terms["loss"] / count)
+        for name, value in terms.items():
+            totals[name] = totals.get(name, 0.0) + value.detach() / count
+    return totals
+
+
+__all__ = ["FeatureEncoder", "cached_step", "clip_contrastive_loss", "objective_loss", "plain_step"]

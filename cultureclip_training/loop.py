@@ -1,7 +1,7 @@
 """The training loop: `train(args) -> TrainResult`, used by train.py and by the demo.
 
 Builds the model (a Hub/local checkpoint, or a fresh tiny one), attaches LoRA or unfreezes everything, reads
-and validates the data, then runs feature-cached steps under accelerate (DDP across processes, the loss over
+and validates the data, then runs feature-cached (or, as the release, plainly accumulated) steps under accelerate (DDP across processes, the loss over
 features gathered with gradients), with checkpoints, exact resume, a NaN/inf guard, trackers and a progress bar.
 """
 
@@ -32,11 +32,11 @@ from . import checkpointing as ckpt
 from .artifacts import Artifacts, push_artifacts, write_artifacts
 from .data import BatchPlan, epoch_batches, load_split, prepare
 from .distributed import all_finite, feature_gather_or_none, mean_over_ranks
-from .feature_cache import FeatureEncoder, cached_step, objective_loss
+from .feature_cache import FeatureEncoder, cached_step, objective_loss, plain_step
 from .lora import LoraSettings, apply_lora, trainable_token_ids
 from .recipes import TINY_MODEL, TrainArgs
 
-OBJECTIVE_FIELDS = ("loss_mode", "caption_loss_weight", "concept_loss_weight", "use_twin_negatives",
+OBJECTIVE_FIELDS = ("loss_mode", "loss_terms", "caption_loss_weight", "concept_loss_weight", "use_twin_negatives",
                     "normalize_features", "symmetric_twin_negatives", "mask_false_negatives", "logit_scale_max")
 TINY_TEXT_COLUMNS = ("caption", "twin_caption", "concept", "twin_concept")
 METRICS_FILE = "metrics.jsonl"
@@ -159,7 +159,7 @@ def train(args: TrainArgs, dataset: datasets.Dataset | None = None, model: Any =
     if args.max_train_samples is not None:
         dataset = dataset.select(range(min(args.max_train_samples, len(dataset))))
     base_model, processor = load_model(args, dataset, model, processor)
-    with_concepts = args.objective == "cultureclip" and args.concept_loss_weight > 0
+    with_concepts = args.objective == "cultureclip" and ObjectiveSettings.from_config(base_model.config).uses_concepts
     data = prepare(dataset, processor, args.objective, with_concepts,
                    base_model.config.text_config.max_position_embeddings, args.train_split)
     plan = BatchPlan(len(data.examples), args.per_device_batch_size, args.micro_batches, world, rank, args.seed)
@@ -184,6 +184,8 @@ def train(args: TrainArgs, dataset: datasets.Dataset | None = None, model: Any =
                               num_training_steps=total_steps)
     encoder, optimizer = accelerator.prepare(FeatureEncoder(trained, args.objective), raw_optimizer)
     gather = feature_gather_or_none()
+    # plain accumulation reproduces the release: each micro-batch's loss over its own rows on its own device
+    step_fn, loss_gather = (plain_step, None) if args.accumulation == "plain" else (cached_step, gather)
     trainable = [p for p in trained.parameters() if p.requires_grad]
 
     position = ckpt.Position(step=0, epoch=0, step_in_epoch=0)
@@ -202,9 +204,10 @@ def train(args: TrainArgs, dataset: datasets.Dataset | None = None, model: Any =
                                                      for k, v in args.to_dict().items()})
 
     def loss_fn(features: dict[str, torch.Tensor], scale: torch.Tensor) -> dict[str, torch.Tensor]:
-        return objective_loss(features, scale, args.objective, settings, gather)
+        return objective_loss(features, scale, args.objective, settings, loss_gather)
 
-    run_info = {"recipe": args.recipe, "seed": args.seed, "global_batch": plan.global_batch}
+    run_info = {"recipe": args.recipe, "seed": args.seed, "global_batch": plan.global_batch,
+                "accumulation": args.accumulation}
     progress = tqdm(total=total_steps, initial=position.step, desc="training",
                     disable=not (accelerator.is_main_process and args.progress_bar))
     started, steps_run = time.perf_counter(), 0
@@ -224,7 +227,7 @@ def train(args: TrainArgs, dataset: datasets.Dataset | None = None, model: Any =
                                            f"good checkpoint under {ckpt.checkpoint_root(output)} is untouched.")
 
             encoder.train()
-            terms = cached_step(encoder, [batch for _, batch in micro], loss_fn, base_model.logit_scale,
+            terms = step_fn(encoder, [batch for _, batch in micro], loss_fn, base_model.logit_scale,
                                 accelerator.backward, lambda: accelerator.no_sync(encoder), check)
             norm = accelerator.clip_grad_norm_(trainable, args.max_grad_norm or float("inf"))
             if not all_finite(torch.as_tensor(norm)):

@@ -16,8 +16,14 @@ from typing import Any
 
 import yaml
 
+from modeling_cultureclip import LOSS_TERMS
+
 RECIPE_DIR = Path(__file__).parent / "recipes"
 OBJECTIVES = ("cultureclip", "clip")
+ACCUMULATION_MODES = ("feature_cache", "plain")
+# recipes renamed because their old names claimed to be the paper's run; the error for an old name points here
+RENAMED_RECIPES = {"paper-b32": "release-b32 (the authors' exact launch) or faithful-cached-b32 (the old paper-b32)",
+                   "paper-l14": "release-l14 (the authors' launch on ViT-L/14) or faithful-cached-l14 (the old one)"}
 FINETUNE_MODES = ("lora", "full")
 TINY_MODEL = "tiny"
 
@@ -31,8 +37,10 @@ class TrainArgs:
     """Every setting of a training run (see the recipes for the published values).
 
     Batch terms: a step sees `per_device_batch_size * micro_batches * world_size` twin pairs (one pair per row;
-    for `objective: clip` one (image, caption) example per side). Micro-batches are combined by feature caching,
-    so the loss of a step is the loss of the whole effective batch, with every negative in it.
+    for `objective: clip` one (image, caption) example per side). With `accumulation: feature_cache` (default)
+    micro-batches are combined by feature caching, so the loss of a step is the loss of the whole effective batch,
+    with every negative in it; with `accumulation: plain` (the authors' release) each micro-batch's loss sees only
+    its own `per_device_batch_size` rows on its own process, and the step's gradient is the mean of theirs.
     """
 
     # what to train
@@ -47,6 +55,7 @@ class TrainArgs:
     # objective
     objective: str = "cultureclip"  # "cultureclip" (twin pairs kept together) or "clip" (rows split, shuffled)
     loss_mode: str = "improved"
+    loss_terms: str = "cultureclip"  # the released loss_type names; see CultureCLIPConfig.loss_terms
     caption_loss_weight: float = 0.5
     concept_loss_weight: float = 0.5
     use_twin_negatives: bool = True
@@ -71,7 +80,8 @@ class TrainArgs:
 
     # optimisation
     per_device_batch_size: int = 128
-    micro_batches: int = 1  # micro-batches per step, combined by feature caching
+    micro_batches: int = 1  # micro-batches per step, combined as `accumulation` says
+    accumulation: str = "feature_cache"  # "feature_cache" (all negatives) or "plain" (each micro-batch alone)
     epochs: float = 10.0
     max_steps: int | None = None  # overrides epochs when set
     learning_rate: float = 1e-5
@@ -117,6 +127,10 @@ class TrainArgs:
             fail("objective", f"one of {OBJECTIVES}")
         if self.finetune not in FINETUNE_MODES:
             fail("finetune", f"one of {FINETUNE_MODES}")
+        if self.accumulation not in ACCUMULATION_MODES:
+            fail("accumulation", f"one of {ACCUMULATION_MODES}")
+        if self.loss_terms not in LOSS_TERMS:
+            fail("loss_terms", f"one of {tuple(LOSS_TERMS)}")
         for name in ("per_device_batch_size", "micro_batches"):
             if getattr(self, name) < 1:
                 fail(name, "an integer >= 1")
@@ -151,9 +165,10 @@ class RecipeSchema:
     `--recipe NAME --field value ...` into the dataclass.
     """
 
-    def __init__(self, args_type: type, recipe_dir: Path):
+    def __init__(self, args_type: type, recipe_dir: Path, renamed: dict[str, str] | None = None):
         self.args_type = args_type
         self.recipe_dir = recipe_dir
+        self.renamed = dict(renamed or {})  # old name -> what to use instead, for the unknown-recipe error
         self.field_names = tuple(f.name for f in dataclasses.fields(args_type))
         self.hints = typing.get_type_hints(args_type)
 
@@ -169,7 +184,9 @@ class RecipeSchema:
             return path
         builtin = self.recipe_dir / f"{name_or_path}.yaml"
         if not builtin.is_file():
-            raise RecipeError(f"unknown recipe {name_or_path!r}: expected one of {self.builtin()} or a .yaml path")
+            hint = f"; it was renamed: use {self.renamed[name_or_path]}" if name_or_path in self.renamed else ""
+            raise RecipeError(f"unknown recipe {name_or_path!r}{hint}: expected one of {self.builtin()} or a .yaml "
+                              "path")
         return builtin
 
     def read(self, name_or_path: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -313,7 +330,7 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint)
 
 
-TRAIN_RECIPES = RecipeSchema(TrainArgs, RECIPE_DIR)
+TRAIN_RECIPES = RecipeSchema(TrainArgs, RECIPE_DIR, RENAMED_RECIPES)
 FIELD_NAMES = TRAIN_RECIPES.field_names
 builtin_recipes = TRAIN_RECIPES.builtin
 read_recipe = TRAIN_RECIPES.read
@@ -323,5 +340,5 @@ build_args = TRAIN_RECIPES.build
 parse_command_line = TRAIN_RECIPES.parse_command_line
 
 
-__all__ = ["FIELD_NAMES", "OBJECTIVES", "RecipeError", "TINY_MODEL", "TrainArgs", "build_args", "builtin_recipes",
+__all__ = ["ACCUMULATION_MODES", "FIELD_NAMES", "OBJECTIVES", "RecipeError", "TINY_MODEL", "TrainArgs", "build_args", "builtin_recipes",
            "coerce", "parse_command_line", "parse_overrides", "read_recipe", "RecipeSchema", "TRAIN_RECIPES"]

@@ -58,7 +58,7 @@ class RecordingApi:
 
 
 def test_artifacts_load_everywhere(tmp_path, cultwin_dir, tiny_model_dir):
-    args = run_args(tmp_path, cultwin_dir, tiny_model_dir, recipe="paper-b32", per_device_batch_size=4,
+    args = run_args(tmp_path, cultwin_dir, tiny_model_dir, recipe="faithful-cached-b32", per_device_batch_size=4,
                     micro_batches=2, max_steps=3, learning_rate=1e-2, warmup_steps=0, save_artifacts=True,
                     wise_ft_alpha=0.5, card_base_model="openai/clip-vit-base-patch32", card_dataset="org/CulTwin",
                     hub_model_id="org/cultureclip-test", lora_trainable_tokens=["kimono", "hanbok"])
@@ -112,7 +112,7 @@ def test_artifacts_load_everywhere(tmp_path, cultwin_dir, tiny_model_dir):
 def test_push_uploads_model_and_adapter(tmp_path, cultwin_dir, tiny_model_dir, monkeypatch):
     secret = "hf_" + "x" * 30
     monkeypatch.setenv("HF_TOKEN", secret)
-    args = run_args(tmp_path, cultwin_dir, tiny_model_dir, recipe="paper-b32", per_device_batch_size=4,
+    args = run_args(tmp_path, cultwin_dir, tiny_model_dir, recipe="faithful-cached-b32", per_device_batch_size=4,
                     micro_batches=2, max_steps=1, save_artifacts=True)
     result = train(args)
     api = RecordingApi()

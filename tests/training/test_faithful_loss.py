@@ -1,4 +1,4 @@
-"""The paper recipe's first-step loss equals SPEC §2.1's faithful formulas, computed here independently."""
+"""The faithful recipe's first-step loss equals SPEC §2.1's faithful formulas, computed here independently."""
 
 import datasets
 import pytest
@@ -46,8 +46,8 @@ def _spec_loss(model_dir, cultwin_dir) -> float:
 
 @pytest.mark.parametrize("per_device, micro", [(16, 1), (4, 4)])
 def test_first_step_loss_matches_spec(tmp_path, cultwin_dir, tiny_model_dir, per_device, micro):
-    # paper-b32 with the tiny model: LoRA's B starts at zero, so step 1 sees the base model whatever the dropout
-    args = run_args(tmp_path, cultwin_dir, tiny_model_dir, recipe="paper-b32", per_device_batch_size=per_device,
+    # faithful-cached-b32 with the tiny model: LoRA's B starts at zero, so step 1 sees the base model whatever the dropout
+    args = run_args(tmp_path, cultwin_dir, tiny_model_dir, recipe="faithful-cached-b32", per_device_batch_size=per_device,
                     micro_batches=micro, max_steps=1)
     result = train(args)
     expected, caption, concept = _spec_loss(tiny_model_dir, cultwin_dir)

@@ -7,31 +7,55 @@ from cultureclip_training.recipes import FIELD_NAMES
 
 
 def test_builtin_recipes_load_and_paper_values():
-    assert {"paper-b32", "paper-l14", "improved-b32", "demo"} <= set(builtin_recipes())
-    paper = build_args("paper-b32")
-    assert (paper.model, paper.loss_mode, paper.finetune) == ("openai/clip-vit-base-patch32", "faithful", "lora")
-    assert (paper.lora_rank, paper.lora_alpha, paper.lora_dropout) == (4, 16.0, 0.1)
-    assert paper.lora_targets == ["q_proj", "v_proj"] and paper.lora_towers == ["text", "vision"]
-    assert (paper.caption_loss_weight, paper.concept_loss_weight) == (0.7, 0.3)
-    assert paper.per_device_batch_size * paper.micro_batches == 2048
-    assert (paper.epochs, paper.warmup_steps, paper.weight_decay, paper.learning_rate) == (10, 100, 0.1, 1e-5)
-    large = build_args("paper-l14")
+    assert {"release-b32", "release-l14", "faithful-cached-b32", "faithful-cached-l14", "improved-b32",
+            "demo"} <= set(builtin_recipes())
+    cached = build_args("faithful-cached-b32")
+    assert (cached.model, cached.loss_mode, cached.finetune) == ("openai/clip-vit-base-patch32", "faithful", "lora")
+    assert (cached.lora_rank, cached.lora_alpha, cached.lora_dropout) == (4, 16.0, 0.1)
+    assert cached.lora_targets == ["q_proj", "v_proj"] and cached.lora_towers == ["text", "vision"]
+    assert (cached.caption_loss_weight, cached.concept_loss_weight) == (0.7, 0.3)
+    assert cached.per_device_batch_size * cached.micro_batches == 2048 and cached.accumulation == "feature_cache"
+    assert (cached.epochs, cached.warmup_steps, cached.weight_decay, cached.learning_rate) == (10, 100, 0.1, 1e-5)
+    large = build_args("faithful-cached-l14")
     assert large.model == "openai/clip-vit-large-patch14" and large.loss_mode == "faithful"
     assert build_args("improved-b32").loss_mode == "improved"
 
 
+def test_release_recipe_is_the_authors_launch():
+    """The values of the authors' launch script and the HF Trainer defaults it relies on."""
+    release = build_args("release-b32")
+    assert (release.model, release.loss_mode, release.loss_terms) == ("openai/clip-vit-base-patch32", "faithful",
+                                                                       "cultureclip")
+    assert (release.learning_rate, release.lr_scheduler, release.warmup_steps, release.weight_decay) == (
+        3e-6, "linear", 100, 0.1)
+    assert (release.per_device_batch_size, release.micro_batches, release.accumulation) == (128, 16, "plain")
+    assert (release.epochs, release.seed, release.max_grad_norm, release.mixed_precision) == (10, 42, 1.0, "no")
+    assert (release.adam_beta1, release.adam_beta2, release.adam_epsilon) == (0.9, 0.999, 1e-8)
+    assert (release.lora_rank, release.lora_alpha, release.lora_dropout, release.lora_layers) == (4, 16.0, 0.1, "all")
+    assert release.lora_targets == ["q_proj", "v_proj"] and release.lora_towers == ["text", "vision"]
+    assert not release.lora_projections and not release.train_logit_scale and release.finetune == "lora"
+    assert (release.caption_loss_weight, release.concept_loss_weight) == (0.7, 0.3)
+    assert build_args("release-l14").model == "openai/clip-vit-large-patch14"
+    assert build_args("release-l14").accumulation == "plain"
+
+
+def test_renamed_recipe_names_point_to_the_new_ones():
+    with pytest.raises(RecipeError, match="paper-b32.*renamed.*release-b32.*faithful-cached-b32"):
+        build_args("paper-b32")
+
+
 def test_command_line_overrides_every_form(tmp_path):
-    args = parse_command_line(["--recipe", "paper-b32", "--dataset", "org/CulTwin", "--output-dir", str(tmp_path),
+    args = parse_command_line(["--recipe", "faithful-cached-b32", "--dataset", "org/CulTwin", "--output-dir", str(tmp_path),
                                "--max_steps=7", "--seed", "3", "--lora_towers", "text", "--gradient_checkpointing",
                                "--logit_scale_max", "null", "--push-to-hub", "--hub-model-id", "me/model"])
     assert (args.dataset, args.output_dir, args.max_steps, args.seed) == ("org/CulTwin", str(tmp_path), 7, 3)
     assert args.lora_towers == ["text"] and args.gradient_checkpointing and args.push_to_hub
-    assert args.recipe == "paper-b32" and args.logit_scale_max is None
+    assert args.recipe == "faithful-cached-b32" and args.logit_scale_max is None
 
 
 def test_yaml_recipe_with_inherit(tmp_path):
     recipe = tmp_path / "mine.yaml"
-    recipe.write_text("inherit: paper-b32\nmax_steps: 5\nobjective: clip\n")
+    recipe.write_text("inherit: faithful-cached-b32\nmax_steps: 5\nobjective: clip\n")
     args = parse_command_line(["--recipe", str(recipe), "--seed", "9"])
     assert (args.max_steps, args.objective, args.seed, args.loss_mode) == (5, "clip", 9, "faithful")
 
@@ -51,6 +75,8 @@ def test_unknown_field_lists_valid_names(tmp_path):
     (["--push_to_hub"], "hub_model_id"),
     (["--finetune", "full", "--lora_trainable_tokens", "chad"], "lora_trainable_tokens"),
     (["--recipe", "no-such-recipe"], "unknown recipe"),
+    (["--accumulation", "sometimes"], "accumulation='sometimes'"),
+    (["--loss_terms", "negclip"], "loss_terms='negclip'"),
 ])
 def test_bad_values_are_named(argv, message):
     with pytest.raises(RecipeError, match=message):

@@ -28,7 +28,7 @@ train(TrainArgs(**json.loads(sys.argv[1])), callbacks=[kill_at])
 
 def _args(tmp_path, cultwin_dir, tiny_model_dir, name):
     # LoRA with dropout 0.1 so the RNG state must be restored; 2 steps per epoch so the run crosses epochs
-    return run_args(tmp_path / name, cultwin_dir, tiny_model_dir, recipe="paper-b32", per_device_batch_size=4,
+    return run_args(tmp_path / name, cultwin_dir, tiny_model_dir, recipe="faithful-cached-b32", per_device_batch_size=4,
                     micro_batches=2, max_steps=8, checkpoint_every=2, keep_checkpoints=2, learning_rate=1e-2,
                     warmup_steps=2, train_logit_scale=True, save_artifacts=True)
 
