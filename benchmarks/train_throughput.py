@@ -83,7 +83,7 @@ def build_model(width: int, layers: int, image_size: int):
 def run_ours(opts, data, model, processor, output: str) -> float:
     from cultureclip_training import build_args, train
 
-    args = build_args("paper-b32", dict(model="in-memory", dataset="in-memory", output_dir=output,
+    args = build_args("faithful-cached-b32", dict(model="in-memory", dataset="in-memory", output_dir=output,
                                         finetune="full", per_device_batch_size=opts.batch, micro_batches=1,
                                         max_steps=opts.steps + opts.warmup, warmup_steps=0, learning_rate=1e-5,
                                         checkpoint_every=0, save_artifacts=False, report_to="none",
