@@ -2,7 +2,8 @@
 
 Layer presets follow the released code's choices: all layers, the upper or lower half, or N blocks at the top,
 bottom or middle of each tower. Targets are the attention projections (q/k/v/out) and optionally the two
-tower-to-joint-space projections.
+tower-to-joint-space projections. `load_adapter` also takes the authors' released adapters (saved by PEFT for a
+`CLIPModel`, some in a `lora_adapter/` sub-folder).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftModel, PeftType, get_peft_model
 
 from modeling_cultureclip import CultureCLIPModel
 
@@ -24,6 +25,8 @@ ATTENTION_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 MLP_TARGETS = ("fc1", "fc2")
 PROJECTIONS = {"text": "text_projection", "vision": "visual_projection"}
 TOKEN_EMBEDDING = "text_model.embeddings.token_embedding"
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+ADAPTER_SUBFOLDERS = ("", "lora_adapter", "adapter")  # root; the authors' release; this package's run folders
 
 
 @dataclass
@@ -143,9 +146,73 @@ def save_adapter(peft_model: PeftModel, directory: str | Path) -> Path:
     return Path(directory)
 
 
-def load_adapter(base: CultureCLIPModel, directory: str | Path, trainable: bool = False) -> PeftModel:
-    """Attach a saved adapter to `base` with PeftModel.from_pretrained."""
-    return PeftModel.from_pretrained(base, str(directory), is_trainable=trainable)
+def find_adapter(source: str | Path, subfolder: str | None = None, revision: str | None = None) -> tuple[str, str]:
+    """(location, subfolder) of the PEFT adapter in `source`, a local folder or a Hub model repo.
+
+    Without `subfolder`, the root is tried first, then the sub-folders adapters are saved in: `lora_adapter/` (the
+    authors' release) and `adapter/` (this package's run folders and Hub repos).
+    """
+    candidates = [subfolder] if subfolder is not None else list(ADAPTER_SUBFOLDERS)
+    local = Path(source)
+    if local.is_dir():
+        for sub in candidates:
+            if (local / sub / ADAPTER_CONFIG).is_file():
+                return str(local), sub
+        raise FileNotFoundError(f"no PEFT adapter ({ADAPTER_CONFIG}) in {local} or its sub-folder(s) "
+                                f"{[c for c in candidates if c]}")
+    from huggingface_hub import HfApi
+
+    files = set(HfApi().list_repo_files(str(source), revision=revision))
+    for sub in candidates:
+        if (f"{sub}/{ADAPTER_CONFIG}" if sub else ADAPTER_CONFIG) in files:
+            return str(source), sub
+    raise FileNotFoundError(f"no PEFT adapter ({ADAPTER_CONFIG}) in Hub repo {source!r} at its root or in "
+                            f"{[c for c in candidates if c]}")
+
+
+def load_adapter(base: CultureCLIPModel, source: str | Path, trainable: bool = False, subfolder: str | None = None,
+                 revision: str | None = None) -> PeftModel:
+    """Attach a saved LoRA adapter (ours, or one saved by PEFT for a `CLIPModel`, as the authors saved theirs) to
+    `base`, and check that every weight in the adapter file landed on a parameter.
+
+    `source` is a folder or Hub repo holding the adapter at its root or in `lora_adapter/` / `adapter/` (see
+    `find_adapter`). The module names of a CLIP adapter are CultureCLIPModel's own (same module tree). The
+    release saved its adapter with task type FEATURE_EXTRACTION, whose PEFT wrapper calls the model with
+    `inputs_embeds=`, which CLIP's forward does not take; the task type is therefore dropped, giving the plain
+    `PeftModel`, whose forward is the model's own.
+    """
+    from peft import PeftConfig
+
+    location, sub = find_adapter(source, subfolder, revision)
+    config = PeftConfig.from_pretrained(location, subfolder=sub or None, revision=revision)
+    if config.peft_type != PeftType.LORA:
+        raise ValueError(f"adapter in {source} is {config.peft_type}, expected a LoRA adapter")
+    config.task_type = None
+    model = PeftModel.from_pretrained(base, location, subfolder=sub or None, revision=revision, config=config,
+                                      is_trainable=trainable)
+    _check_adapter_loaded(model, location, sub, revision)
+    return model
+
+
+def _check_adapter_loaded(model: PeftModel, location: str, subfolder: str, revision: str | None) -> None:
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    if Path(location).is_dir():
+        path = Path(location) / subfolder / ADAPTER_WEIGHTS
+    else:
+        from huggingface_hub import hf_hub_download
+
+        path = Path(hf_hub_download(location, ADAPTER_WEIGHTS, subfolder=subfolder or None, revision=revision))
+    saved = load_file(str(path))
+    loaded = get_peft_model_state_dict(model)
+    missing, unused = sorted(set(loaded) - set(saved)), sorted(set(saved) - set(loaded))
+    if missing or unused:
+        raise ValueError(f"adapter {path} does not fit the model: weights not in the file {missing[:3]}, "
+                         f"weights of the file without a place in the model {unused[:3]}")
+    for name, value in saved.items():
+        if not torch.equal(loaded[name].to(value.dtype).cpu(), value):
+            raise ValueError(f"adapter {path}: weight {name} did not load")
 
 
 def merge_lora(peft_model: PeftModel) -> CultureCLIPModel:
@@ -176,5 +243,5 @@ def wise_ft(base: CultureCLIPModel, finetuned: CultureCLIPModel, alpha: float) -
     return mixed
 
 
-__all__ = ["LoraSettings", "apply_lora", "load_adapter", "merge_lora", "save_adapter", "select_layers",
+__all__ = ["LoraSettings", "apply_lora", "find_adapter", "load_adapter", "merge_lora", "save_adapter", "select_layers",
            "target_module_names", "trainable_token_ids", "wise_ft"]
