@@ -3,7 +3,10 @@
 Rows are read with `datasets.load_dataset` (Hub id or local folder) and checked up front. Images are decoded and
 text tokenised only for the rows a batch touches (a `with_transform`), with text padded to the longest item of the
 batch. For `objective: cultureclip` one row is one twin pair (both sides come from the row itself); for
-`objective: clip` the two sides become separate (image, caption) examples shuffled independently.
+`objective: clip` the two sides become separate (image, caption) examples shuffled independently. Only the columns
+the objective reads are required (`required_columns`); metadata such as country, ISO code, continent, visual
+features, seeds and judge scores may be null where they are honestly unknown (the imported authors' release has no
+country at all), since training never reads them.
 
 Batch order depends only on the seed, the epoch and the global batch size, never on the number of processes, so
 a run on W processes sees the same global batches as a run on one, and a resumed run sees the batches that the

@@ -1,4 +1,4 @@
-"""Command line: `python -m dataset_builder build ...` and `python -m dataset_builder push ...`."""
+"""Command line: `python -m dataset_builder build ...`, `... import-release ...` and `... push ...`."""
 
 from __future__ import annotations
 
@@ -32,6 +32,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repo-id", required=True)
     p.add_argument("--private", action="store_true")
     p.add_argument("--dry-run", action="store_true", help="list the files and sizes that would be uploaded")
+    r = sub.add_parser("import-release", help="convert the authors' released CulTwin JSON into this layout")
+    r.add_argument("source", help="a released JSON/JSONL file, or a folder of them (train/val/test by file name)")
+    r.add_argument("--output-dir", required=True)
+    r.add_argument("--image-root", default=None, help="folder the image paths are resolved under (default: the "
+                   "JSON file's folder; absolute paths of the authors' machines are re-based under it)")
+    r.add_argument("--skip-missing-images", action="store_true", help="drop rows whose image is missing or "
+                   "unreadable (counted in the card) instead of stopping")
+    r.add_argument("--rows-per-shard", type=int, default=500)
+    r.add_argument("--source-id", default=None, help="where SOURCE came from, for the card (e.g. lukahh/CulTwin)")
+    r.add_argument("--revision", default=None, help="the source's revision, for the card (default: a fingerprint)")
+    r.add_argument("--license", default="unknown", help="licence for the card (the release states none in its data)")
+    r.add_argument("--overwrite", action="store_true", help="replace a non-empty --output-dir")
     args = parser.parse_args(argv)
 
     if args.command == "build-cultureverse":
@@ -57,6 +69,16 @@ def main(argv: list[str] | None = None) -> int:
             print_summary(summary)
         print(json.dumps({"output_dir": args.output_dir, "rows": summary["rows"], "total_rows": summary["total_rows"],
                           "wall_time_s": summary["wall_time_s"]}))
+        return 0
+    if args.command == "import-release":
+        from .release_import import import_release
+
+        summary = import_release(args.source, args.output_dir, image_root=args.image_root,
+                                 overwrite=args.overwrite, skip_missing_images=args.skip_missing_images,
+                                 rows_per_shard=args.rows_per_shard, source_id=args.source_id,
+                                 revision=args.revision, license=args.license)
+        print(json.dumps({"output_dir": summary["output_dir"], "rows": summary["rows"],
+                          "statistics": summary["statistics"]}))
         return 0
     from .push import push
 
