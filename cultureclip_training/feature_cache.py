@@ -143,15 +143,12 @@ def cached_step(
     return reported
 
 
-def plain_step(
-    encoder: nn.Module,
-    micro_batches: Sequence[dict[str, torch.Tensor]],
-    loss_fn: Callable[[dict[str, torch.Tensor], torch.Tensor], dict[str, torch.Tensor]],
-    logit_scale: torch.Tensor,
-    backward: Callable[[torch.Tensor], None],
-    no_sync: Callable[[], Any] | None = None,
-    check: Callable[[dict[str, torch.Tensor]], None] | None = None,
-) -> dict[str, torch.Tensor]:
+Terms = dict[str, torch.Tensor]
+
+
+def plain_step(encoder: nn.Module, micro_batches: Sequence[Terms], loss_fn: Callable[[Terms, torch.Tensor], Terms],
+               logit_scale: torch.Tensor, backward: Callable[[torch.Tensor], None],
+               no_sync: Callable[[], Any] | None = None, check: Callable[[Terms], None] | None = None) -> Terms:
     """Plain gradient accumulation, as the authors' release (HF Trainer) trains: returns the mean loss terms.
 
     Each micro-batch is encoded, its loss computed over its own rows only (pass a `loss_fn` without a cross-process
@@ -160,7 +157,7 @@ def plain_step(
     on every micro-batch's loss before its backward pass.
     """
     count = len(micro_batches)
-    totals: dict[str, torch.Tensor] = {}
+    totals: Terms = {}
     for index, batch in enumerate(micro_batches):
         context = no_sync() if (no_sync is not None and index < count - 1) else nullcontext()
         with context:

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import datasets
@@ -143,10 +142,3 @@ def reproduce_argv(stand_ins: dict, output: Path) -> list[str]:
     for bench, folder in stand_ins["data_dirs"].items():
         argv += ["--data-dir", f"{bench}={folder}"]
     return argv
-
-
-def subprocess_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
-               PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
-    return env

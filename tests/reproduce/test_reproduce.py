@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -21,14 +22,16 @@ from cultureclip_reproduce import ReproduceConfig, ReproduceError, step_names
 from cultureclip_reproduce.sources import prepare_released_model
 from cultureclip_reproduce.steps import StepStore
 from modeling_cultureclip import CultureCLIPModel
-from reproduce_helpers import REPO, reproduce_argv, subprocess_env
+from reproduce_helpers import REPO, reproduce_argv
 
 ROW_LABELS = ["base", "released", "release-exact", "ours"]
 
 
 def _run(argv: list[str]) -> subprocess.Popen:
+    # the script's folder (the repository) is first on the child's sys.path; HF_*_OFFLINE come from conftest
     return subprocess.Popen([sys.executable, str(REPO / "reproduce.py"), *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=subprocess_env(), cwd=REPO)
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            cwd=REPO)
 
 
 @pytest.mark.slow
