@@ -10,6 +10,12 @@ micro-batch (the sample order is a documented departure) and the LoRA initial dr
 depends on RNG order). LoRA dropout is 0 here so that both sides see the same network; the recipe keeps 0.1.
 """
 
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
 import datasets
 import pytest
 import torch
@@ -21,7 +27,7 @@ from cultureclip_training import train
 from cultureclip_training.data import BatchPlan
 from modeling_cultureclip import CultureCLIPModel
 
-from training_helpers import run_args
+from training_helpers import REPO, run_args, subprocess_env
 
 PER_DEVICE, ACCUMULATION, STEPS, WARMUP, LR = 4, 2, 3, 2, 5e-3
 
@@ -135,3 +141,32 @@ def test_release_b32_first_steps_equal_the_release_loop(tmp_path, cultwin_dir, t
     # the same steps with all-negative feature caching are measurably different: the test can tell them apart
     _, cached, _ = _our_states(tmp_path / "cached", cultwin_dir, tiny_model_dir, accumulation="feature_cache")
     assert _max_difference(cached[-1], reference[-1]) > 1e-4
+
+
+def test_plain_accumulation_on_two_processes_keeps_negatives_per_device(tmp_path, cultwin_dir, tiny_model_dir):
+    """Two gloo ranks x 1 micro-batch of 4 train like one process x 2 plain micro-batches of the same 4 rows each:
+    each rank's loss sees only its own rows (no gathered negatives) and DDP averages the gradients, as the
+    release's per-device negatives on several GPUs."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    common = ["--recipe", "release-b32", "--dataset", str(cultwin_dir), "--model", str(tiny_model_dir),
+              "--max_steps", "4", "--warmup_steps", "1", "--learning_rate", "5e-3", "--lora_dropout", "0",
+              "--per_device_batch_size", "4", "--report_to", "none", "--progress_bar", "false",
+              "--save_artifacts", "false", "--checkpoint_every", "0"]
+    two = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+           str(port), str(REPO / "train.py"), *common, "--micro_batches", "1", "--output_dir", str(tmp_path / "two")]
+    one = [sys.executable, str(REPO / "train.py"), *common, "--micro_batches", "2", "--output_dir",
+           str(tmp_path / "one")]
+    for command in (two, one):
+        done = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    curves = [[json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+              for name in ("one", "two")]
+    assert [r["step"] for r in curves[0]] == [1, 2, 3, 4] == [r["step"] for r in curves[1]]
+    for a, b in zip(*curves):
+        for name in ("loss", "caption_loss", "concept_loss"):
+            assert abs(a[name] - b[name]) <= 1e-4 * abs(a[name]), (a["step"], name, a[name], b[name])
+    assert curves[0][0]["loss"] != curves[0][-1]["loss"]
