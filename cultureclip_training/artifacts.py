@@ -24,9 +24,10 @@ from .recipes import TrainArgs
 
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-CARD_SETTINGS = ("model", "objective", "loss_mode", "caption_loss_weight", "concept_loss_weight", "finetune",
-                 "lora_rank", "lora_alpha", "lora_dropout", "lora_layers", "per_device_batch_size", "micro_batches",
-                 "learning_rate", "weight_decay", "warmup_steps", "lr_scheduler", "epochs", "max_steps", "seed")
+CARD_SETTINGS = ("model", "objective", "loss_mode", "loss_terms", "caption_loss_weight", "concept_loss_weight",
+                 "finetune", "lora_rank", "lora_alpha", "lora_dropout", "lora_layers", "per_device_batch_size",
+                 "micro_batches", "accumulation", "learning_rate", "weight_decay", "warmup_steps", "lr_scheduler",
+                 "epochs", "max_steps", "mixed_precision", "seed")
 
 
 @dataclass
