@@ -33,8 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--base-revision", default=None)
     parser.add_argument("--release-data", default="lukahh/CulTwin", help="Hub dataset id or local folder/file")
     parser.add_argument("--data-revision", default=None)
+    parser.add_argument("--release-data-path", default=None,
+                        help="the file or folder to import inside the released data (default: all of it)")
     parser.add_argument("--image-root", default=None, help="where the released JSON's image paths resolve")
     parser.add_argument("--skip-missing-images", action="store_true")
+    parser.add_argument("--import-combinations", choices=("all", "matched"), default="all",
+                        help="all released (caption, twin caption) rows, as the release trains (default), or matched")
     parser.add_argument("--released-model", default=None, help="the authors' checkpoint (Hub id or folder)")
     parser.add_argument("--released-revision", default=None)
     parser.add_argument("--release-recipe", default="release-b32")
@@ -76,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         config = ReproduceConfig(
             output_dir=args.output_dir, base_model=args.base_model, base_revision=args.base_revision,
             release_data=args.release_data, data_revision=args.data_revision, image_root=args.image_root,
+            release_data_path=args.release_data_path, import_combinations=args.import_combinations,
             skip_missing_images=args.skip_missing_images, released_model=args.released_model,
             released_revision=args.released_revision, release_recipe=args.release_recipe,
             ours_recipe=args.ours_recipe, train_overrides=overrides,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -41,8 +42,10 @@ class ReproduceConfig:
     release_recipe: str = "release-b32"
     ours_recipe: str = "improved-b32"
     train_overrides: dict[str, Any] = field(default_factory=dict)
+    release_data_path: str | None = None  # a file or folder inside the released data to import (default: all of it)
     image_root: str | None = None  # where the released JSON's image paths resolve (default: next to the JSON)
     skip_missing_images: bool = False
+    import_combinations: str = "all"  # "all" released (caption, twin caption) rows, as trained; or "matched"
     benchmarks: tuple[str, ...] = DEFAULT_BENCHMARKS
     data_dirs: dict[str, str] = field(default_factory=dict)
     eval_seeds: tuple[int, ...] = (0, 1, 2)
@@ -59,6 +62,11 @@ class ReproduceConfig:
         unknown = sorted(set(self.data_dirs) - set(self.benchmarks))
         if unknown:
             raise ReproduceError(f"--data-dir given for benchmark(s) not being run: {unknown}")
+        if self.import_combinations not in ("all", "matched"):
+            raise ReproduceError(f"--import-combinations {self.import_combinations!r}: expected all or matched")
+        if self.release_data_path is not None and Path(self.release_data_path).is_absolute():
+            raise ReproduceError(f"--release-data-path {self.release_data_path!r}: expected a path inside the "
+                                 "released data (relative)")
         if self.eval_batch_size < 1 or not self.eval_seeds:
             raise ReproduceError("--eval-batch-size must be >= 1 and --eval-seeds non-empty")
         for name in ("model", "dataset", "output_dir", "resume", "recipe", "push_to_hub"):

@@ -10,7 +10,7 @@ from typing import Any
 from . import estimates
 from .config import ReproduceConfig
 from .sources import is_cultwin_folder, is_local
-from .steps import TRAINED, StepStore, check_budget, step_names, training_args
+from .steps import TRAINED, StepStore, check_budget, release_source, step_names, training_args
 
 
 def _source(name: str, source: str | None, repo_type: str, revision: str | None) -> dict[str, Any]:
@@ -31,24 +31,31 @@ def _base_config(source: str, revision: str | None) -> Any:
         return None
 
 
-def _released_rows(config: ReproduceConfig, output: Path) -> int | None:
+def _released_rows(config: ReproduceConfig, output: Path) -> tuple[int | None, int | None]:
+    """(train rows, approximate bytes of the imported folder), from what is on disk; (None, None) if nothing is."""
     imported = output / "data" / "cultwin-release"
     if is_cultwin_folder(imported):
-        return estimates.local_rows(imported, "train")
+        return estimates.local_rows(imported, "train"), estimates.folder_bytes(imported)
     if not is_local(config.release_data):
-        return None
-    source = Path(config.release_data)
+        return None, None
+    source = release_source(config, config.release_data)
     if is_cultwin_folder(source):
-        return estimates.local_rows(source, "train")
-    from dataset_builder.release_import import find_split_files
+        return estimates.local_rows(source, "train"), estimates.folder_bytes(source)
+    from dataset_builder.release_import import ImageResolver, find_split_files, read_records
 
-    files = find_split_files(source).get("train", [])
-    count = 0
-    for path in files:
-        text = path.read_text(encoding="utf-8")
-        count += sum(1 for line in text.splitlines() if line.strip()) if path.suffix == ".jsonl" else len(json.loads(
-            text))
-    return count
+    rows, sizes = 0, []
+    for path in find_split_files(source).get("train", []):
+        records = read_records(path)
+        if config.import_combinations == "matched":
+            records = [r for r in records if r.get("pos_caption_id") == r.get("neg_caption_id")]
+        rows += len(records)
+        resolver = ImageResolver(Path(config.image_root) if config.image_root else path.parent)
+        for record in records[:16]:  # a sample of image sizes; every row embeds its two images
+            for side in ("pos", "neg"):
+                found = resolver.resolve(record[f"{side}_image_path"])
+                if found is not None:
+                    sizes.append(found.stat().st_size)
+    return rows, (int(rows * 2 * sum(sizes) / len(sizes)) if sizes else None)
 
 
 def _benchmark_images(config: ReproduceConfig, bench: str) -> tuple[int | None, str]:
@@ -78,7 +85,7 @@ def make_plan(config: ReproduceConfig, assumed_tflops: float | None = None) -> d
             status = f"resumes from {found[-1].name}" if found else status
         steps.append({"step": name, "status": status})
     base_config = _base_config(config.base_model, config.base_revision)
-    rows = _released_rows(config, output)
+    rows, imported_bytes = _released_rows(config, output)
     training = {}
     for label in TRAINED:
         args = training_args(config, label)
@@ -99,6 +106,7 @@ def make_plan(config: ReproduceConfig, assumed_tflops: float | None = None) -> d
         "sources": [_source("base CLIP", config.base_model, "model", config.base_revision),
                     _source("released data", config.release_data, "dataset", config.data_revision),
                     _source("authors' checkpoint", config.released_model, "model", config.released_revision)],
+        "imported_data": {"rows": rows, "bytes": imported_bytes, "combinations": config.import_combinations},
         "steps": steps, "training": training, "evaluation": evaluation,
         "total_hours": None if any(h is None for h in hours) else sum(hours),
         "method": estimates.METHOD.strip(),
@@ -126,6 +134,9 @@ def format_plan(plan: dict[str, Any]) -> str:
     for s in plan["sources"]:
         lines.append(f"  {s['name']}: {s['source']} ({s['where']}, {_size(s['bytes'])}"
                      + (f", revision {s['revision']}" if s.get("revision") else "") + ")")
+    data = plan["imported_data"]
+    lines.append(f"  imported CulTwin ({data['combinations']} caption combinations): {data['rows'] or 'unknown'} "
+                 f"train rows, ~{_size(data['bytes'])} (rows x 2 x the mean image file size of a sample)")
     lines += ["", "Steps:"] + [f"  {i:2d}. {s['step']:<40} {s['status']}" for i, s in enumerate(plan["steps"], 1)]
     lines += ["", "Training (same budget for both):"]
     for label, t in plan["training"].items():

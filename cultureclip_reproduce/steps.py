@@ -116,8 +116,16 @@ def _train(config: ReproduceConfig, label: str, base: dict, cultwin: dict, outpu
             "samples_seen": result.samples_seen, "final_losses": result.final_losses}
 
 
+def release_source(config: ReproduceConfig, fetched: str) -> Path:
+    """The file or folder to import inside the fetched released data; never outside it."""
+    from dataset_builder.runstore import inside
+
+    root = Path(fetched)
+    return inside(root, config.release_data_path) if config.release_data_path else root
+
+
 def _import_data(config: ReproduceConfig, data: dict, output: Path) -> dict[str, Any]:
-    source = Path(data["path"])
+    source = release_source(config, data["path"])
     if is_cultwin_folder(source):
         return {"path": str(source), "id": data["id"], "revision": data["revision"], "imported": False}
     from dataset_builder.release_import import import_release
@@ -125,7 +133,7 @@ def _import_data(config: ReproduceConfig, data: dict, output: Path) -> dict[str,
     target = output / "data" / "cultwin-release"
     summary = import_release(source, target, image_root=config.image_root, overwrite=True,
                              skip_missing_images=config.skip_missing_images, source_id=data["id"],
-                             revision=data["revision"])
+                             revision=data["revision"], combinations=config.import_combinations)
     return {"path": str(target), "id": data["id"], "revision": data["revision"], "imported": True,
             "rows": summary["rows"], "statistics": summary["statistics"]}
 
@@ -169,8 +177,10 @@ def reproduce(config: ReproduceConfig, log: Log = print) -> dict[str, Any]:
                      lambda: fetch(config.base_model, config.base_revision, "model"))
     data = store.run("fetch-release-data", {"source": config.release_data, "revision": config.data_revision},
                      lambda: fetch(config.release_data, config.data_revision, "dataset"))
-    cultwin = store.run("import-release-data", {"data": data, "image_root": config.image_root,
-                                                "skip_missing_images": config.skip_missing_images},
+    cultwin = store.run("import-release-data", {"data": data, "path": config.release_data_path,
+                                                "image_root": config.image_root,
+                                                "skip_missing_images": config.skip_missing_images,
+                                                "combinations": config.import_combinations},
                         lambda: _import_data(config, data, output))
     released = store.run("fetch-released-model", {"source": config.released_model,
                                                   "revision": config.released_revision},
@@ -219,4 +229,4 @@ def _report(output: Path, evaluations: dict[str, list[str]], provenance: dict[st
     return {**written, "cards": sorted(p for p in summary["files"] if p.endswith("README.md"))}
 
 
-__all__ = ["StepStore", "check_budget", "reproduce", "step_names", "training_args"]
+__all__ = ["StepStore", "check_budget", "release_source", "reproduce", "step_names", "training_args"]

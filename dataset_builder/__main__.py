@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--source-id", default=None, help="where SOURCE came from, for the card (e.g. lukahh/CulTwin)")
     r.add_argument("--revision", default=None, help="the source's revision, for the card (default: a fingerprint)")
     r.add_argument("--license", default="unknown", help="licence for the card (the release states none in its data)")
+    r.add_argument("--combinations", choices=("all", "matched"), default="all", help="all: every released "
+                   "(caption, twin caption) row, as the release trains; matched: caption k with twin caption k only")
     r.add_argument("--overwrite", action="store_true", help="replace a non-empty --output-dir")
     args = parser.parse_args(argv)
 
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = import_release(args.source, args.output_dir, image_root=args.image_root,
                                  overwrite=args.overwrite, skip_missing_images=args.skip_missing_images,
                                  rows_per_shard=args.rows_per_shard, source_id=args.source_id,
-                                 revision=args.revision, license=args.license)
+                                 revision=args.revision, license=args.license, combinations=args.combinations)
         print(json.dumps({"output_dir": summary["output_dir"], "rows": summary["rows"],
                           "statistics": summary["statistics"]}))
         return 0

@@ -10,7 +10,9 @@ under an image root (default: the JSON's folder), and nothing outside that root 
 Gaps are filled honestly, never invented: the release has no country, ISO code, continent, per-image seed or judge
 scores, and its twin features are empty (a parsing slip of the release), so those fields are null, and the dataset
 card counts every null per field. Category spellings that name one of our categories are mapped ("Animal & Plants"
--> "Animals & Plants") and counted. The output is what a CulTwin build exports (`schema.row_features`,
+-> "Animals & Plants") and counted. `combinations="all"` keeps every released (caption i, twin caption j) row, as the
+release trains on them (each image is then embedded once per row that uses it: up to N times for N captions per
+side); `"matched"` keeps caption k with twin caption k only, as our builds export, N times smaller. The output is what a CulTwin build exports (`schema.row_features`,
 `data/{split}-NNNNN-of-NNNNN.parquet`, README card, provenance.json), so `train.py`, `evaluate_suite` and
 `python -m dataset_builder push` take it as they take a build.
 """
@@ -38,6 +40,10 @@ CATEGORY_ALIASES = {"Animal & Plants": "Animals & Plants", "Animals and Plants":
                     "Animal and Plants": "Animals & Plants"}
 UNKNOWN_FIELDS = ("country", "iso_code", "continent", "seed", "judge_scores")  # never in the release, both sides
 SOURCE = "authors-release"
+# "all": every released row (each (caption i, twin caption j) combination, as the release trains; an image is
+# embedded once per row that uses it). "matched": only caption k with twin caption k (as our builds export), 1/N of
+# the rows with every image still present once.
+COMBINATIONS = ("all", "matched")
 
 
 class ReleaseImportError(ValueError):
@@ -54,12 +60,14 @@ class ImportStats:
     categories_mapped: Counter = field(default_factory=Counter)  # "release spelling -> ours" -> rows
     categories_unknown: Counter = field(default_factory=Counter)
     dropped: Counter = field(default_factory=Counter)  # reason -> rows
+    left_out: Counter = field(default_factory=Counter)  # rows not imported on purpose (combinations="matched")
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": dict(self.rows), "pairs": {s: len(p) for s, p in self.pairs.items()},
                 "null_fields": dict(sorted(self.null_fields.items())),
                 "categories_mapped": dict(self.categories_mapped),
-                "categories_not_ours": dict(self.categories_unknown), "rows_dropped": dict(self.dropped)}
+                "categories_not_ours": dict(self.categories_unknown), "rows_dropped": dict(self.dropped),
+                "rows_left_out": dict(self.left_out)}
 
 
 def find_split_files(source: Path) -> dict[str, list[Path]]:
@@ -184,12 +192,23 @@ def _side_captions(records: list[dict[str, Any]]) -> dict[str, dict[str, list[st
     return out
 
 
+def _matched(path: Path, row: int, record: dict[str, Any]) -> bool:
+    ids = [record.get(f"{side}_caption_id") for side in ("pos", "neg")]
+    if not all(isinstance(i, int) for i in ids):
+        raise ReleaseImportError(f"{path}, row {row}: combinations='matched' needs integer 'pos_caption_id' and "
+                                 f"'neg_caption_id', got {ids}")
+    return ids[0] == ids[1]
+
+
 def release_rows(path: Path, records: list[dict[str, Any]], resolver: ImageResolver, stats: ImportStats,
-                 split: str, skip_missing_images: bool) -> Iterator[dict[str, Any]]:
+                 split: str, skip_missing_images: bool, combinations: str = "all") -> Iterator[dict[str, Any]]:
     """Rows of our schema (`schema.row_features`) from the released records of one file."""
     captions = _side_captions(records)
     sample_index: Counter = Counter()
     for row, record in enumerate(records):
+        if combinations == "matched" and not _matched(path, row, record):
+            stats.left_out["unmatched_caption_combination"] += 1
+            continue
         images = {}
         for side in ("pos", "neg"):
             value = record[f"{side}_image_path"]
@@ -309,6 +328,7 @@ concept names in a `release:` namespace, since no country can qualify them.
 
 Category spellings mapped to this package's categories: {json.dumps(stats["categories_mapped"])}; categories that
 are not among ours (kept as written): {json.dumps(stats["categories_not_ours"])}. Rows dropped: {json.dumps(stats["rows_dropped"])}.
+Caption combinations imported: `{provenance["combinations"]}` (rows left out on purpose: {json.dumps(stats["rows_left_out"])}).
 
 ## Splits
 
@@ -334,7 +354,7 @@ def _fingerprint(files: list[Path]) -> str:
 def import_release(source: str | Path, output_dir: str | Path, image_root: str | Path | None = None,
                    overwrite: bool = False, skip_missing_images: bool = False, rows_per_shard: int = 500,
                    source_id: str | None = None, revision: str | None = None,
-                   license: str = "unknown") -> dict[str, Any]:
+                   license: str = "unknown", combinations: str = "all") -> dict[str, Any]:
     """Convert the released JSON layout at `source` (a file or folder) into a CulTwin folder at `output_dir`.
 
     `source_id`/`revision` name where `source` came from (e.g. "lukahh/CulTwin" and the Hub commit) for the card;
@@ -344,6 +364,8 @@ def import_release(source: str | Path, output_dir: str | Path, image_root: str |
     source, output = Path(source), Path(output_dir)
     if rows_per_shard < 1:
         raise ReleaseImportError(f"rows_per_shard={rows_per_shard}: expected an integer >= 1")
+    if combinations not in COMBINATIONS:
+        raise ReleaseImportError(f"combinations={combinations!r}: expected one of {COMBINATIONS}")
     if output.exists() and (not output.is_dir() or any(output.iterdir())) and not overwrite:
         raise ReleaseImportError(f"{output} exists and is not empty; pass --overwrite to replace it")
     split_files = find_split_files(source)
@@ -362,7 +384,7 @@ def import_release(source: str | Path, output_dir: str | Path, image_root: str |
                 for path in split_files[split]:
                     root = Path(image_root) if image_root is not None else path.parent
                     yield from release_rows(path, read_records(path), ImageResolver(root), stats, split,
-                                            skip_missing_images)
+                                            skip_missing_images, combinations)
 
             names, size = _write_split(staging / "data", split, rows(), rows_per_shard)
             split_rows[split], split_bytes[split] = stats.rows[split], size
@@ -377,7 +399,8 @@ def import_release(source: str | Path, output_dir: str | Path, image_root: str |
             del split_rows[split], split_bytes[split]
         provenance = {"source": source_id or str(source), "revision": revision or _fingerprint(files),
                       "files": [str(p.relative_to(source)) if source.is_dir() else p.name for p in files],
-                      "importer": "dataset_builder.release_import", "schema": "dataset_builder.schema.row_features"}
+                      "importer": "dataset_builder.release_import", "schema": "dataset_builder.schema.row_features",
+                      "combinations": combinations}
         summary_stats = stats.to_dict()
         seen = Counter(pair for pairs in stats.pairs.values() for pair in pairs)
         # the release's own split files need not be split by pair; say how many pairs cross them

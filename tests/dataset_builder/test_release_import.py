@@ -140,3 +140,14 @@ def test_bad_rows_and_escaping_paths_are_named(tmp_path):
     with pytest.raises(ReleaseImportError, match=r"'../secret.png' not found under"):
         import_release(source, tmp_path / "b")
     assert AUTHORS_ROOT.startswith("/")
+
+
+def test_matched_combinations_keep_caption_k_with_twin_caption_k(released, tmp_path):
+    summary = import_release(released, tmp_path / "matched", combinations="matched")
+    assert summary["rows"] == {"train": 6, "validation": 2}
+    assert summary["statistics"]["rows_left_out"] == {"unmatched_caption_combination": 8}
+    rows = datasets.load_dataset(str(tmp_path / "matched"), split="train")
+    assert [r.split()[-1] for r in rows["caption"][:2]] == ["market", "street"]
+    assert [r.split()[-1] for r in rows["twin_caption"][:2]] == ["street", "kitchen"]
+    with pytest.raises(ReleaseImportError, match="combinations='pairs'"):
+        import_release(released, tmp_path / "x", combinations="pairs")

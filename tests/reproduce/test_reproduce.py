@@ -94,6 +94,10 @@ def test_dry_run_prints_plan_sizes_and_estimates_and_writes_nothing(stand_ins, t
     assert "ours: improved-b32 (feature_cache, fp32), 16 rows -> 2 steps of 8 pairs" in text
     assert "crope: 3 rows" in text and "GiB per device" in text and "How these are estimated:" in text
     assert "released data: " in text and "(local, " in text
+    assert "imported CulTwin (all caption combinations): 16 train rows" in text
+    assert program.main(reproduce_argv(stand_ins, output) + ["--dry-run", "--import-combinations", "matched",
+                                                             "--release-data-path", "train.jsonl"]) == 0
+    assert "imported CulTwin (matched caption combinations): 8 train rows" in capsys.readouterr().out
 
 
 def test_the_first_errors_a_user_meets_are_one_line(stand_ins, tmp_path, capsys):
@@ -109,6 +113,8 @@ def test_the_first_errors_a_user_meets_are_one_line(stand_ins, tmp_path, capsys)
     assert "--released-model is required" in capsys.readouterr().err
     assert program.main(argv + ["--train-override", "dataset=elsewhere"]) == 2
     assert "set by the reproduction itself" in capsys.readouterr().err
+    assert program.main(argv + ["--release-data-path", "../../etc", "--dry-run"]) == 2
+    assert "it leaves" in capsys.readouterr().err
 
 
 def test_a_step_done_with_other_inputs_is_refused(tmp_path):
