@@ -62,6 +62,12 @@ class ReproduceConfig:
         unknown = sorted(set(self.data_dirs) - set(self.benchmarks))
         if unknown:
             raise ReproduceError(f"--data-dir given for benchmark(s) not being run: {unknown}")
+        for flag, source in (("--base-model", self.base_model), ("--release-data", self.release_data),
+                             ("--released-model", self.released_model)):
+            # a Hub id is owner/name; anything else that names a path must exist
+            looks_local = source is not None and (source.startswith((".", "/", "~")) or source.count("/") > 1)
+            if looks_local and not Path(source).expanduser().exists():
+                raise ReproduceError(f"{flag} {source}: no such file or folder (and not a Hub id owner/name)")
         if self.import_combinations not in ("all", "matched"):
             raise ReproduceError(f"--import-combinations {self.import_combinations!r}: expected all or matched")
         if self.release_data_path is not None and Path(self.release_data_path).is_absolute():

@@ -143,8 +143,10 @@ def format_plan(plan: dict[str, Any]) -> str:
         if "steps" not in t:
             lines.append(f"  {label}: {t['recipe']}: {t['note']}")
             continue
-        lines.append(f"  {label}: {t['recipe']} ({t['accumulation']}, {t['precision']}), {t['rows']} rows -> "
-                     f"{t['steps']} steps of {t['global_batch']} pairs; ~{_hours(t['hours'])} at "
+        size = (f"{t['rows']} rows -> {t['steps']} steps" if t["steps"] is not None
+                else "rows unknown until the data is fetched; steps")
+        lines.append(f"  {label}: {t['recipe']} ({t['accumulation']}, {t['precision']}), {size} of "
+                     f"{t['global_batch']} pairs; ~{_hours(t['hours'])} ({t['step_seconds']:.1f} s per step) at "
                      f"{t['assumed_tflops']:.0f} TFLOP/s; peak ~{t['peak_memory_gib']:.1f} GiB per device; "
                      f"{t['trainable_parameters']:,} of {t['parameters']:,} parameters trained")
     lines += ["", "Evaluation (each of 4 models):"]

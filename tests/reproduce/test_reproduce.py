@@ -115,6 +115,8 @@ def test_the_first_errors_a_user_meets_are_one_line(stand_ins, tmp_path, capsys)
     assert "set by the reproduction itself" in capsys.readouterr().err
     assert program.main(argv + ["--release-data-path", "../../etc", "--dry-run"]) == 2
     assert "it leaves" in capsys.readouterr().err
+    assert program.main(argv + ["--base-model", str(tmp_path / "no-such-base"), "--dry-run"]) == 2
+    assert "no-such-base: no such file or folder" in capsys.readouterr().err
 
 
 def test_a_step_done_with_other_inputs_is_refused(tmp_path):
