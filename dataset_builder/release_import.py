@@ -7,8 +7,8 @@ combination with the six columns `pos_image_path`, `pos_caption`, `pos_concept`,
 Image paths are relative to the JSON file's folder, or absolute paths of the authors' machines; both are resolved
 under an image root (default: the JSON's folder), and nothing outside that root is read.
 
-Gaps are filled honestly, never invented: the release has no country, ISO code, continent, per-image seed or judge
-scores, and its twin features are empty (a parsing slip of the release), so those fields are null, and the dataset
+Gaps are filled honestly, never invented: the release has no country, ISO code, continent, sub-region, per-image
+seed or judge scores, and its twin features are empty (a parsing slip of the release), so those fields are null, and the dataset
 card counts every null per field. Category spellings that name one of our categories are mapped ("Animal & Plants"
 -> "Animals & Plants") and counted. `combinations="all"` keeps every released (caption i, twin caption j) row, as the
 release trains on them (each image is then embedded once per row that uses it: up to N times for N captions per
@@ -204,6 +204,7 @@ def release_rows(path: Path, records: list[dict[str, Any]], resolver: ImageResol
                  split: str, skip_missing_images: bool, combinations: str = "all") -> Iterator[dict[str, Any]]:
     """Rows of our schema (`schema.row_features`) from the released records of one file."""
     captions = _side_captions(records)
+    features = row_features()
     sample_index: Counter = Counter()
     for row, record in enumerate(records):
         if combinations == "matched" and not _matched(path, row, record):
@@ -245,6 +246,8 @@ def release_rows(path: Path, records: list[dict[str, Any]], resolver: ImageResol
                 **{f"{prefix}{name}": None for name in UNKNOWN_FIELDS},
             })
         out.update({"source": SOURCE, "text_model": None, "image_model": None})
+        for name in features:  # any other schema column (e.g. sub-regions) the release cannot fill: null, counted
+            out.setdefault(name, None)
         for name, value in out.items():
             if value is None:
                 stats.null_fields[name] += 1
@@ -318,9 +321,9 @@ Source: `{provenance["source"]}` (revision / fingerprint `{provenance["revision"
 ## What the release does not contain
 
 Nothing was invented. Fields the release lacks are null; the table counts the null rows per field. The release has
-no country, ISO code or continent for either side, no per-image seed and no judge scores, and its twin visual
-features are empty (lost to a parsing slip in the release's generation code). Concept ids are the normalised
-concept names in a `release:` namespace, since no country can qualify them.
+no country, ISO code, continent or sub-region for either side, no per-image seed and no judge scores, and its
+twin visual features are empty (lost to a parsing slip in the release's generation code). Concept ids are the
+normalised concept names in a `release:` namespace, since no country can qualify them.
 
 | field | null rows | share |
 |---|---|---|

@@ -57,9 +57,9 @@ def test_rows_follow_our_schema_with_gaps_null_and_counted(imported):
     assert row["all_captions"] == ["a jiaozi at a busy market", "a jiaozi on a sunny street"]
     assert row["visual_features"] == "crescent shape; pleated edge" and row["context"].startswith("a dumpling")
     assert row["image"].size == (20, 20) and row["twin_image"].size == (20, 20)
-    for name in ("country", "iso_code", "continent", "seed", "judge_scores", "twin_country", "twin_iso_code",
-                 "twin_continent", "twin_seed", "twin_judge_scores", "twin_visual_features", "text_model",
-                 "image_model"):
+    for name in ("country", "iso_code", "continent", "subregion", "seed", "judge_scores", "twin_country",
+                 "twin_iso_code", "twin_continent", "twin_subregion", "twin_seed", "twin_judge_scores",
+                 "twin_visual_features", "text_model", "image_model"):
         assert set(train[name]) == {None}, name  # nothing invented
     assert sorted(train["sample_index"][:4]) == [0, 1, 2, 3]
     assert "Animals & Plants" in train["category"] and "Animal & Plants" not in train["category"]
