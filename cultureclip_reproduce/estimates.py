@@ -144,13 +144,24 @@ def evaluation_estimate(config: Any, images: int | None, tflops: float | None, p
 
 
 def local_rows(folder: Path, split: str) -> int | None:
-    """Rows of `split` in a parquet folder (from the files' metadata, nothing decoded); None if not parquet."""
+    """Rows of `split` in a local copy: parquet shards (their metadata) or webdataset shards (`{split}/*.tar`, one
+    image per sample); nothing is decoded. None for any other layout."""
+    import tarfile
+
     import pyarrow.parquet as pq
 
     files = sorted(folder.glob(f"data/{split}-*.parquet")) or sorted(folder.glob(f"{split}*.parquet"))
-    if not files:
+    if files:
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    shards = sorted(folder.glob(f"{split}/*.tar"))
+    if not shards:
         return None
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    images = (".webp", ".jpg", ".jpeg", ".png")
+    count = 0
+    for shard in shards:
+        with tarfile.open(shard) as archive:
+            count += sum(1 for member in archive if member.name.lower().endswith(images))
+    return count
 
 
 def folder_bytes(path: Path) -> int:

@@ -4,13 +4,15 @@
 - the released data: `release_fixtures.write_release` (the authors' JSON-lines layout with image files);
 - the authors' checkpoint as their run script leaves it: the merged CLIPModel with its processor at the folder's
   root and the PEFT adapter (task FEATURE_EXTRACTION) in `lora_adapter/`;
-- the six benchmarks as local folders in the columns of their Hub copies (SPEC §10), read through
-  `--data-dir BENCH=PATH` exactly as a downloaded copy would be.
+- the six benchmarks as local folders in the layouts of their Hub copies (SPEC §10: parquet for CROPE and GlobalRG,
+  clip-benchmark webdataset shards for the zero-shot sets), read through `--data-dir BENCH=PATH` exactly as a
+  downloaded copy would be.
 """
 
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 
 import datasets
@@ -21,6 +23,9 @@ from PIL import Image
 
 from modeling_cultureclip.tiny import build_word_tokenizer, tiny_config, tiny_processor, words_of
 from release_fixtures import release_texts, write_release
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluate_suite"))  # its layout writers, when run alone
+from layouts import write_wds_repo  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 BENCHMARKS = ("crope", "globalrg_retrieval", "globalrg_grounding", "zeroshot_imagenet", "zeroshot_geode",
@@ -78,18 +83,20 @@ def write_benchmarks(root: Path) -> dict[str, str]:
         "image": [_png(40 + i) for i in range(4)], "region": ["morocco"] * 4,
         "concept": ["tagine", "couscous", "harira", "msemen"],
     }, datasets.Features({"image": image, "region": text, "concept": text}))
-    dirs["zeroshot_imagenet"] = _folder(root / "zeroshot_imagenet", "validation", {
-        "image": [_png(60 + i) for i in range(6)], "label": [0, 1, 2, 0, 1, 2],
-    }, datasets.Features({"image": image, "label": datasets.ClassLabel(names=["goldfish, Carassius auratus",
-                                                                              "tabby, tabby cat", "car"])}))
-    dirs["zeroshot_geode"] = _folder(root / "zeroshot_geode", "train", {
-        "image": [_png(80 + i) for i in range(6)], "object": ["bag", "car", "stove"] * 2,
-        "region": ["Africa", "Europe", "WestAsia"] * 2, "ip_country": ["Nigeria", "Italy", "Turkey"] * 2,
-    }, datasets.Features({"image": image, "object": text, "region": text, "ip_country": text}))
-    dirs["zeroshot_dollar_street"] = _folder(root / "zeroshot_dollar_street", "test", {
-        "image": [_png(100 + i) for i in range(6)], "topic": ["toothbrush", "stove", "bed"] * 2,
-        "country": ["India", "Peru", "Chad"] * 2, "region": ["Asia", "Americas", "Africa"] * 2,
-    }, datasets.Features({"image": image, "topic": text, "country": text, "region": text}))
+    # the zero-shot benchmarks as their clip-benchmark/wds_* repos: {split}/N.tar shards, root class names/templates,
+    # and for GeoDE / Dollar Street the DataComp group code as the first .npy value (written by evaluate_suite's
+    # own layout fixture writer)
+    templates = ["a photo of a {c}.", "a picture of the {c}."]
+    dirs["zeroshot_imagenet"] = write_wds_repo(
+        root / "zeroshot_imagenet", {"test": [{"image": 60 + i, "cls": i % 3} for i in range(6)]},
+        classnames=["goldfish", "tabby cat", "car"], templates=templates)
+    dirs["zeroshot_geode"] = write_wds_repo(
+        root / "zeroshot_geode", {"test": [{"image": 80 + i, "cls": i % 3, "npy": [i % 2]} for i in range(6)]},
+        classnames=["bag", "car", "stove"], templates=templates)
+    dirs["zeroshot_dollar_street"] = write_wds_repo(
+        root / "zeroshot_dollar_street", {"test": [{"image": 100 + i, "cls": i % 3, "npy": [i % 2, 10 * i, 3]}
+                                                   for i in range(6)]},
+        classnames=["toothbrush", "stove", "bed"], templates=templates)
     return {name: str(path) for name, path in dirs.items()}
 
 
