@@ -200,3 +200,12 @@ def test_clip_text_embedder_with_tiny_model():
     assert v.shape == (3, 16)
     assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     assert np.allclose(v[0], v[1], atol=1e-5) and not np.allclose(v[0], v[2], atol=1e-3)
+
+
+def test_store_ignores_temp_files_left_by_a_killed_write(tmp_path):
+    from dataset_builder.runstore import StageStore
+
+    store = StageStore(tmp_path, "captions")
+    store.put("a", {"status": "ok"})
+    (store.items_dir / ".tmp-abc123.json").write_text('{"key": "half', encoding="utf-8")  # a kill mid-write
+    assert [r["key"] for r in store.all_records()] == ["a"]
