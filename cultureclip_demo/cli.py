@@ -57,6 +57,8 @@ def preflight(config: DemoConfig, ablation: bool, output_dir: Path, overwrite: b
     """Check everything the run will need from the config before any work: the trainer recipes with their
     overrides, the art styles, and the output folder. Raises DemoConfigError with one line."""
     from cultureclip_training import RecipeError, build_args
+    from cultureclip_training.loop import OBJECTIVE_FIELDS
+    from modeling_cultureclip.tiny import tiny_config
 
     from .emoji_sources import get_style
     from .output import DemoOutputError, check_output_dir
@@ -69,8 +71,12 @@ def preflight(config: DemoConfig, ablation: bool, output_dir: Path, overwrite: b
         if not path.is_file():
             raise DemoConfigError(f"{config.source}: {what}: trainer recipe {recipe!r} does not exist")
         try:
-            build_args(str(path), {**overrides, "seed": 0, "wise_ft_alpha": None})
-        except RecipeError as error:
+            args = build_args(str(path), {**overrides, "seed": 0, "wise_ft_alpha": None})
+            objective = tiny_config(8)  # the objective settings are checked where the trainer writes them
+            for name in OBJECTIVE_FIELDS:
+                setattr(objective, name, getattr(args, name))
+            objective.validate_objective()
+        except (RecipeError, ValueError) as error:
             raise DemoConfigError(f"{config.source}: {what} ({path.name}): {error}") from None
     for style in config.evaluation.other_styles:
         try:

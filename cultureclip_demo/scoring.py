@@ -58,12 +58,23 @@ def _pixel_key(image: Image.Image) -> bytes:
     return digest.digest()
 
 
+_DECODED: dict[tuple[str, str], list[Image.Image]] = {}  # decoded image columns by (datasets fingerprint, column)
+
+
+def decoded(dataset: datasets.Dataset, column: str) -> list[Image.Image]:
+    """A dataset's decoded image column, decoded once per process (a run scores the same sets many times)."""
+    key = (dataset._fingerprint, column)
+    if key not in _DECODED:
+        _DECODED[key] = list(dataset[column])
+    return _DECODED[key]
+
+
 def twin_answers(encoder: DualEncoder, dataset: datasets.Dataset, template: str = "{}") -> np.ndarray:
     """1/0 per item, two items per row (the concept's image, then the twin's), as the `cultwin` benchmark orders
     and scores them: options [concept, twin] in that order, cosine argmax (a tie picks the concept)."""
     concepts = [template.format(text) for text in dataset["concept"]]
     twins = [template.format(text) for text in dataset["twin_concept"]]
-    images = [image for pair in zip(dataset["image"], dataset["twin_image"]) for image in pair]
+    images = [image for pair in zip(decoded(dataset, "image"), decoded(dataset, "twin_image")) for image in pair]
     image_features = encoder.encode_images(images)
     options = torch.stack([encoder.encode_texts(concepts), encoder.encode_texts(twins)], dim=1)  # (rows, 2, dim)
     options = options.repeat_interleave(2, dim=0)
@@ -76,7 +87,7 @@ def general_answers(encoder: DualEncoder, dataset: datasets.Dataset, bench=None)
     """1/0 per image: top-1 zero-shot over the set's class names, with the benchmark's own class embeddings."""
     bench = bench or get_benchmark("zeroshot_imagenet", templates=GENERAL_TEMPLATES)
     names = list(dataset.features["label"].names)
-    scores = (encoder.encode_images(dataset["image"]) @ bench.class_embeddings(encoder, names).T).numpy()
+    scores = (encoder.encode_images(decoded(dataset, "image")) @ bench.class_embeddings(encoder, names).T).numpy()
     return (scores.argmax(axis=1) == np.asarray(dataset["label"])).astype(np.uint8)
 
 
