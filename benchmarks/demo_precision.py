@@ -3,7 +3,8 @@
 Runs `cultureclip_training.train` on the demo's tiny CLIP shape (default.yaml: width 96, 3 + 2 layers, 48 px, patch
 8) with random images, for the demo's two kinds of step: pretraining (full fine-tuning, plain CLIP loss, batch
 256, 2 threads) and fine-tuning (LoRA on q/v, CultureCLIP loss, 32 twin rows, 1 thread). Each precision runs in
-alternating rounds in this process after an unmeasured warm-up round; the best round counts. Prints steps/s per precision and the ratio.
+alternating rounds in this process after an unmeasured warm-up round; the best round counts. Prints
+steps/s per precision and the ratio.
 
     python benchmarks/demo_precision.py [--steps 12] [--rounds 3]
 """

@@ -164,9 +164,9 @@ def pairing_summary(config: DemoConfig, methods: list[str], outcomes: list[Finet
 
 
 def ablation_table(accuracies: dict[str, Any], paired: dict[str, Any], selection: dict[str, Any],
-                   methods: list[str], config: DemoConfig) -> dict[str, Any]:
-    """Per method on Twemoji test views (blended models): chosen alpha, twin accuracy per kind and general accuracy
-    per seed, and the paired difference against plain."""
+                   methods: list[str], config: DemoConfig, variant: str) -> dict[str, Any]:
+    """Per method on Twemoji test views (one variant's models): the alpha each run chose, twin accuracy per kind
+    and general accuracy per seed, and the paired difference against plain."""
     rows = {}
     for method in methods:
         values = accuracies["twemoji"][method]
@@ -177,7 +177,8 @@ def ablation_table(accuracies: dict[str, Any], paired: dict[str, Any], selection
             "twin_minus_plain": paired["twemoji"]["twin_minus_plain"].get(method),
             "general_drop_vs_base": paired["twemoji"]["general_drop_vs_base"][method],
         }
-    return {"methods": methods, "views": "test (twemoji), blended at each run's chosen alpha", "rows": rows}
+    models = "blended at each run's chosen alpha" if variant == "blended" else "unblended (alpha 1)"
+    return {"methods": methods, "views": f"test (twemoji), {models}", "rows": rows}
 
 
 def summarise(config: DemoConfig, methods: list[str], styles: list[str], test: dict[str, EvalSets], base_test: Scored,
@@ -209,7 +210,8 @@ def summarise(config: DemoConfig, methods: list[str], styles: list[str], test: d
         "std": "sample standard deviation over fine-tuning seeds (ddof=1)",
     }
     if ablation:
-        summary["ablation"] = {variant: ablation_table(results[variant], paired[variant], selection, methods, config)
+        summary["ablation"] = {variant: ablation_table(results[variant], paired[variant], selection, methods, config,
+                                                  variant)
                                for variant in VARIANTS}
     return summary
 

@@ -52,8 +52,8 @@ def paired_markdown(summary: dict[str, Any], variant: str = "blended") -> str:
     """Paired differences (points, mean [95% CI]) per style: twin accuracy minus plain's per kind, and the general
     drop against the base."""
     level = 100 * summary["claim_settings"]["confidence_level"]
-    lines = [f"| style | method | twin all − plain | twin flag − plain | twin object − plain | "
-             f"general: base − method |", "|---|---|---|---|---|---|"]
+    lines = ["| style | method | twin all − plain | twin flag − plain | twin object − plain | "
+             "general: base − method |", "|---|---|---|---|---|---|"]
     for style in summary["styles"]:
         paired = summary["paired_difference"][variant][style]
         for method in summary["methods"]:
@@ -104,15 +104,17 @@ def ablation_markdown(summary: dict[str, Any], variant: str = "blended") -> str:
     """The ablation table: per method, per seed twin (all/flag/object) and general on Twemoji test views, the
     chosen alphas, and the paired difference against plain."""
     table = summary["ablation"][variant]
-    lines = ["| method | seed | alpha | twin all | twin flag | twin object | general |", "|---|---|---|---|---|---|---|"]
+    lines = ["| method | seed | alpha | twin all | twin flag | twin object | general |",
+             "|---|---|---|---|---|---|---|"]
     for method in table["methods"]:
         row = table["rows"][method]
         for seed in range(summary["seeds"]):
-            lines.append(f"| {method} | {seed} | {row['chosen_alpha'][seed]:g} | "
+            alpha = f"{row['chosen_alpha'][seed]:g}" if variant == "blended" else "1"
+            lines.append(f"| {method} | {seed} | {alpha} | "
                          + " | ".join(f"{100 * row['twin'][k]['per_seed'][seed]:.1f}" for k in TWIN_KINDS)
                          + f" | {100 * row['general']['per_seed'][seed]:.1f} |")
-    lines += ["", "| method | twin all − plain | twin flag − plain | twin object − plain | general: base − method |",
-              "|---|---|---|---|---|"]
+    lines += ["", "| method | twin all − plain | twin flag − plain | twin object − plain | "
+              "general: base − method |", "|---|---|---|---|---|"]
     for method in table["methods"]:
         row = table["rows"][method]
         twin = row["twin_minus_plain"]
@@ -123,10 +125,11 @@ def ablation_markdown(summary: dict[str, Any], variant: str = "blended") -> str:
 
 def results_markdown(summary: dict[str, Any]) -> str:
     """results.md: the claim, the tables of both variants, per-seed numbers and the selection."""
-    parts = ["# CultureCLIP demo results (test views)", "", f"Claim: **{'holds' if summary['claim']['holds'] else 'does not hold'}**"
-             f" ({summary['claim']['rule']}).", ""]
+    verdict = "holds" if summary["claim"]["holds"] else "does not hold"
+    parts = ["# CultureCLIP demo results (test views)", "",
+             f"Claim: **{verdict}** ({summary['claim']['rule']}).", ""]
     parts += [f"- {line}" for line in summary["claim"]["statements"]]
-    for variant in VARIANTS:
+    for variant in ("blended", "unblended"):
         parts += ["", f"## {variant.capitalize()} models", "", summary["models"][variant] + ".", "",
                   results_table(summary, variant), "", paired_markdown(summary, variant)]
     for style in summary["styles"]:
@@ -178,7 +181,12 @@ def model_card(summary: dict[str, Any]) -> ModelCard:
         "separate them there.\n"
         for style, info in summary["data"]["styles"].items() if (pairs := info["twin_pairs_drawn_identically"]))
     test, validation = summary["views"]["test"]["view"], summary["views"]["validation"]["view"]
-    data = ModelCardData(license="cc-by-4.0", library_name="transformers", pipeline_tag="zero-shot-image-classification",
+    test_views = (f"|rotation| {test['min_rotation']:g}-{test['max_rotation']:g} degrees, scale "
+                  f"{test['min_scale']:g}-{test['max_scale']:g}")
+    validation_rotation = f"{validation['min_rotation']:g}-{validation['max_rotation']:g}"
+    kinds, rule = summary["data"]["twin_pairs_by_kind"], summary["selection"]["rule"]
+    data = ModelCardData(license="cc-by-4.0", library_name="transformers",
+                         pipeline_tag="zero-shot-image-classification",
                          tags=["clip", "cultureclip", "demo", "twemoji", "lora"])
     statements = "\n".join(f"- {line}" for line in claim["statements"])
     body = f"""
@@ -190,19 +198,18 @@ with general replay rows, using the CultureCLIP objective (twins kept together i
 
 **Which model this is, and why.** This folder holds the seed-0 CultureCLIP model with its adapter merged in and
 blended with the base by WiSE-FT at alpha {alpha:g}: (1 - {alpha:g}) x base + {alpha:g} x fine-tuned weights. The
-alpha was chosen by a rule fixed in the demo's config and applied to validation views only: {summary['selection']['rule']}.
+alpha was chosen by a rule fixed in the demo's config and applied to validation views only: {rule}.
 It is the blended model because the claim is about keeping general ability close to the base, and the rule is what
 keeps it there; the unblended fine-tuned model is `adapter/` on `base/` (also reported below). Load this one with
 `AutoModel.from_pretrained(path, trust_remote_code=True)` and `AutoProcessor.from_pretrained(path)`.
 
 ## Results
 
-Test views: |rotation| {test['min_rotation']:g}-{test['max_rotation']:g} degrees, scale {test['min_scale']:g}-{test['max_scale']:g}
-(outside every training view, and outside the validation views' {validation['min_rotation']:g}-{validation['max_rotation']:g}
-degrees), scored once after every choice was made. Percent, mean ± sample std over {summary['seeds']} fine-tuning
-seeds (the base is one model). Twin accuracy: each image of a catalog pair chooses between its own name and its
-twin's, for all {summary['data']['twin_pairs']} pairs and separately for the {summary['data']['twin_pairs_by_kind']['flag']} flag and
-{summary['data']['twin_pairs_by_kind']['object']} object pairs. General accuracy: zero-shot classification among
+Test views: {test_views} (outside every training view, and outside the validation views'
+{validation_rotation} degrees), scored once after every choice was made. Percent, mean ± sample std over
+{summary['seeds']} fine-tuning seeds (the base is one model). Twin accuracy: each image of a catalog pair chooses between its own name and its
+twin's, for all {summary['data']['twin_pairs']} pairs and separately for the {kinds['flag']} flag and
+{kinds['object']} object pairs. General accuracy: zero-shot classification among
 {summary['config']['evaluation']['test']['general_classes']} general emoji outside the twin catalog.
 
 Blended models (each run at the alpha it chose):
