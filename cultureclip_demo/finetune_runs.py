@@ -121,6 +121,12 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def model_name(run: str, alpha: float) -> str:
+    """How records name a run's model: the run and its WiSE-FT alpha (alpha 1: the fine-tuned model itself). Not a
+    Hub id and not a path."""
+    return f"cultureclip-demo-{run}-alpha{alpha:g}"
+
+
 def blend(base: CultureCLIPModel, tuned: CultureCLIPModel, alpha: float) -> CultureCLIPModel:
     """WiSE-FT (1 - alpha) x base + alpha x tuned; alpha 1 and 0 are the models themselves."""
     if alpha == 1.0:
@@ -167,7 +173,7 @@ def _finetune_and_evaluate(job: FinetuneJob) -> FinetuneOutcome:
 
     def score_validation(alpha: float) -> dict[str, float]:
         events.append(f"validation alpha={alpha:g}")
-        scored = score_model(blend(base, tuned, alpha), processor, validation, model_id=f"{name}-alpha{alpha:g}",
+        scored = score_model(blend(base, tuned, alpha), processor, validation, model_id=model_name(name, alpha),
                              batch_size=evaluation.batch_size, seed=evaluation.validation.seed, with_records=False)
         return {task: scored.accuracy("twemoji", task) for task in ("twin", "general")}
 
@@ -183,7 +189,7 @@ def _finetune_and_evaluate(job: FinetuneJob) -> FinetuneOutcome:
             tested[variant] = tested["unblended"]  # the same model
             continue
         tested[variant] = score_model(blend(base, tuned, alpha), processor, test,
-                                      model_id=f"cultureclip-demo/{name}-{variant}-alpha{alpha:g}",
+                                      model_id=model_name(name, alpha),
                                       batch_size=evaluation.batch_size, seed=evaluation.test.seed, with_records=True,
                                       bootstrap_resamples=evaluation.bootstrap_resamples,
                                       family_settings=evaluation.test.view)
@@ -231,4 +237,4 @@ def _completed(jobs: list[FinetuneJob], workers: int) -> Iterator[tuple[int, Fin
 
 
 __all__ = ["FINETUNE_SPLIT", "FinetuneJob", "FinetuneOutcome", "VARIANTS", "blend", "finetune_and_evaluate",
-           "load_sets", "quiet_datasets", "run_jobs", "save_sets", "save_splits", "weights_fingerprint"]
+           "load_sets", "model_name", "quiet_datasets", "run_jobs", "save_sets", "save_splits", "weights_fingerprint"]

@@ -25,7 +25,7 @@ from . import data as demo_data
 from .analysis import summarise
 from .config import DemoConfig, resolve
 from .emoji_sources import general_emoji, get_style, pairs_drawn_identically
-from .finetune_runs import FinetuneJob, quiet_datasets, run_jobs, save_sets, save_splits
+from .finetune_runs import FinetuneJob, load_sets, quiet_datasets, run_jobs, save_sets, save_splits
 from .output import check_output_dir, publish, start_staging
 from .report import write_reports
 from .scoring import score_model
@@ -153,14 +153,17 @@ def _run(config: DemoConfig, root: Path, out: Path, progress: bool, ablation: bo
                                   "twin_pairs_drawn_identically": pairs_drawn_identically(catalog, style)}
     validation_dir = save_sets(work / "data" / "validation", validation)
     test_dir = save_sets(work / "data" / "test", test)
+    # every model is scored on the saved sets, so records of the base and of the runs name the same data
+    validation = load_sets(str(validation_dir), ("twemoji",))
+    test = load_sets(str(test_dir), tuple(styles))
 
     # 5. the base: validation scores (what the selection rule compares with), then test scores
     base_validation_scored = timer.run(
         "score base on validation views", score_model, pretrain.model, processor, validation,
-        model_id="cultureclip-demo/base", batch_size=evaluation.batch_size, seed=val.seed, with_records=False)
+        model_id="cultureclip-demo-base", batch_size=evaluation.batch_size, seed=val.seed, with_records=False)
     base_validation = {task: base_validation_scored.accuracy("twemoji", task) for task in ("twin", "general")}
     base_test = timer.run("score base on test views", score_model, pretrain.model, processor, test,
-                          model_id="cultureclip-demo/base", batch_size=evaluation.batch_size,
+                          model_id="cultureclip-demo-base", batch_size=evaluation.batch_size,
                           seed=evaluation.test.seed, with_records=True,
                           bootstrap_resamples=evaluation.bootstrap_resamples, family_settings=evaluation.test.view)
 

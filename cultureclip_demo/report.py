@@ -271,6 +271,8 @@ def write_reports(summary: dict[str, Any], base_test: Scored, outcomes: list[Fin
             write_json_atomic(results / "records" / record_name("base", style, task), record)
     for outcome in outcomes:
         for variant in VARIANTS:
+            if variant == "blended" and outcome.tested["blended"] is outcome.tested["unblended"]:
+                continue  # alpha 1 was chosen: the blend is the unblended model, recorded once
             for style, tasks in outcome.tested[variant].records.items():
                 for task, record in tasks.items():
                     name = record_name(f"{outcome.method}-seed{outcome.seed}-{variant}", style, task)

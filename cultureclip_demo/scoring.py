@@ -11,6 +11,7 @@ no image is encoded twice.
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -28,6 +29,9 @@ from .data import EvalSets, content_fingerprint
 
 GENERAL_TEMPLATES = ("{}",)  # the names alone, as in pretraining
 TASKS = ("twin", "general")
+# evaluate_model names in-memory data and models itself where it can (dataset_name/model_name); with a suite
+# that cannot, the demo writes the same names into the record afterwards
+_SUITE_NAMES = {"dataset_name", "model_name"} <= set(inspect.signature(evaluate_model).parameters)
 
 
 class CachingEncoder(DualEncoder):
@@ -124,13 +128,24 @@ _FINGERPRINTS: dict[str, str] = {}  # content fingerprints by datasets' own fing
 
 
 def dataset_description(dataset: datasets.Dataset, name: str, family: dict[str, Any]) -> dict[str, Any]:
-    """What a record's `dataset` field says about a demo evaluation set: no Hub id (it is not one), its name, how
-    its views were drawn and a content fingerprint."""
+    """What a record's `dataset` field says about a demo evaluation set: in memory, no Hub id (it is not one), its
+    name, how its views were drawn and a content fingerprint."""
     key = dataset._fingerprint
     if key not in _FINGERPRINTS:
         _FINGERPRINTS[key] = content_fingerprint(dataset)
-    return {"id": None, "name": name, "source": "rendered in memory by cultureclip_demo", "rows": len(dataset),
-            "fingerprint": _FINGERPRINTS[key], "views": family}
+    return {"kind": "in-memory", "id": None, "name": name, "source": "rendered in memory by cultureclip_demo",
+            "rows": len(dataset), "fingerprint": _FINGERPRINTS[key], "views": family}
+
+
+def _record(model, processor, bench, dataset: datasets.Dataset, task: str, encoder: DualEncoder, *, model_id: str,
+            dataset_name: str, views: dict[str, Any], seed: int, bootstrap_resamples: int) -> dict[str, Any]:
+    """evaluate_suite's record of one task, its dataset described as the demo's own in-memory set."""
+    names = {"dataset_name": dataset_name, "model_name": model_id} if _SUITE_NAMES else {}
+    record = evaluate_model(model, processor, bench, dataset, encoder=encoder, seeds=(seed,),
+                            bootstrap_resamples=bootstrap_resamples, **names)[task]
+    record["dataset"].update(dataset_description(dataset, dataset_name, views))
+    record["model"].setdefault("name", model_id)
+    return record
 
 
 def score_model(model, processor, sets: dict[str, EvalSets], *, model_id: str, batch_size: int, seed: int,
@@ -146,13 +161,11 @@ def score_model(model, processor, sets: dict[str, EvalSets], *, model_id: str, b
                                  "general": general_answers(encoder, pair.general, general_bench).tolist()}
         if not with_records:
             continue
-        twin = evaluate_model(model, processor, "cultwin", pair.twin, encoder=encoder, seeds=(seed,),
-                              bootstrap_resamples=bootstrap_resamples)["twin_choice"]
-        general = evaluate_model(model, processor, general_bench, pair.general, encoder=encoder, seeds=(seed,),
-                                 bootstrap_resamples=bootstrap_resamples)["zero_shot"]
-        twin["dataset"] = dataset_description(pair.twin, f"cultureclip-demo/{style}-twins-{family}-views", views)
-        general["dataset"] = dataset_description(pair.general, f"cultureclip-demo/{style}-general-{family}-views",
-                                                 views)
+        common = dict(model_id=model_id, views=views, seed=seed, bootstrap_resamples=bootstrap_resamples)
+        twin = _record(model, processor, "cultwin", pair.twin, "twin_choice", encoder,
+                       dataset_name=f"cultureclip-demo {style} twins, {family} views", **common)
+        general = _record(model, processor, general_bench, pair.general, "zero_shot", encoder,
+                          dataset_name=f"cultureclip-demo {style} general emoji, {family} views", **common)
         scored.records[style] = {"twin": twin, "general": general}
     return scored
 

@@ -134,9 +134,11 @@ def test_summary_schema(demo_dir: Path) -> None:
     assert per_step["plain"] == per_step["cultureclip"]
     steps = {name: run["steps"] for name, run in summary["training"]["finetune"].items()}
     assert len(set(steps.values())) == 1 and len(steps) == 2 * SEEDS
-    # one record per (model, style, task): the base once, each method twice per seed (unblended and blended)
+    # one record per distinct model, style and task: the base once; per run the unblended model, and the blend
+    # unless the run chose alpha 1 (then the blend is the unblended model)
     records = sorted((demo_dir / "results" / "records").glob("*.json"))
-    assert len(records) == (1 + 2 * 2 * SEEDS) * 2 * 2
+    blends = sum(alpha < 1.0 for alphas in selection["chosen_alpha"].values() for alpha in alphas)
+    assert len(records) == (1 + 2 * SEEDS + blends) * 2 * 2
     assert json.loads((demo_dir / "hub" / "results" / "summary.json").read_text())["claim"] == claim
     assert "ablation" not in summary
 
@@ -147,14 +149,22 @@ def test_per_item_answers_agree_with_the_suite_records(demo_dir: Path) -> None:
     answers = json.loads((demo_dir / "results" / "answers.json").read_text())
     summary = _summary(demo_dir)
     assert answers["views"] == "test"
+    chosen = summary["selection"]["chosen_alpha"]
     for model, styles in answers["models"].items():
+        name = model
+        if model.endswith("-blended"):
+            method, seed = model[: -len("-blended")].rsplit("-seed", 1)
+            if chosen[method][int(seed)] == 1.0:  # the blend is the unblended model, recorded once
+                name = model.replace("-blended", "-unblended")
         for style, tasks in styles.items():
             for task, values in tasks.items():
-                record = json.loads((demo_dir / "results" / "records" / f"{model}__{style}__{task}.json").read_text())
+                record = json.loads((demo_dir / "results" / "records" / f"{name}__{style}__{task}.json").read_text())
                 key = "accuracy" if task == "twin" else "top1_accuracy"
                 assert float(np.mean(values)) == pytest.approx(record["metrics"][key], abs=1e-12), (model, style, task)
-                assert record["dataset"]["id"] is None and record["dataset"]["name"].startswith("cultureclip-demo/")
-                assert not record["model"]["id"].startswith("/")
+                dataset = record["dataset"]
+                assert dataset["kind"] == "in-memory" and dataset["id"] is None
+                assert dataset["name"].startswith(f"cultureclip-demo {style} ") and dataset["fingerprint"]
+                assert "/" not in (record["model"].get("name") or record["model"]["id"])
     kinds = np.asarray(answers["layout"]["twemoji"]["twin"]["kinds"])
     for seed in range(SEEDS):
         values = np.asarray(answers["models"][f"cultureclip-seed{seed}-blended"]["twemoji"]["twin"])
@@ -286,7 +296,8 @@ def test_worker_processes_compute_what_this_process_computes(demo_dir: Path, tmp
     here = finetune_and_evaluate(job)
     assert here.selection.alpha == summary["selection"]["chosen_alpha"]["plain"][1]
     assert here.selection.to_dict()["tried"] == summary["selection"]["tried"]["plain"][1]
-    for variant in ("unblended", "blended"):
+    variants = ("unblended", "blended") if here.selection.alpha < 1.0 else ("unblended",)  # alpha 1: one model
+    for variant in variants:
         for style in ("twemoji", "openmoji"):
             for task in ("twin", "general"):
                 name = f"plain-seed1-{variant}__{style}__{task}.json"
