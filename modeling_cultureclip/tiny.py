@@ -2,11 +2,14 @@
 
 A word-level tokenizer built from a word list, a small `CultureCLIPConfig`, and a `CLIPProcessor` that pairs them
 with the PIL image processor (no torchvision). Everything here is built locally; nothing touches the Hub.
+
+The tokenizer folds text to lower-case ASCII-like words before splitting (NFKD, then combining marks stripped:
+"Côte d'Ivoire" -> "cote d ' ivoire", "döner" -> "doner"), and `words_of` splits with the very same normalizer and
+pre-tokenizer, so a tokenizer built from `words_of(texts)` spells every one of those texts without <unk>.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
@@ -18,21 +21,38 @@ from .configuration_cultureclip import CultureCLIPConfig
 # argmax pooling; keep EOS at 3.
 SPECIAL_TOKENS = ["<pad>", "<bos>", "<unused>", "<eos>", "<unk>"]
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 3, 4
-_WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
+
+
+# One normalizer and one pre-tokenizer for both the vocabulary and the tokenizer: they cannot disagree on a word.
+def _normalizer() -> normalizers.Normalizer:
+    return normalizers.Sequence([normalizers.NFKD(), normalizers.StripAccents(), normalizers.Lowercase()])
+
+
+def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    return pre_tokenizers.Whitespace()  # runs of word characters, and runs of other non-space characters
+
+
+_NORMALIZER, _PRE_TOKENIZER = _normalizer(), _pre_tokenizer()
+
+
+def normalize_text(text: str) -> str:
+    """`text` as the word tokenizer sees it: NFKD, combining marks stripped, lower-cased."""
+    return _NORMALIZER.normalize_str(text)
 
 
 def words_of(texts: Iterable[str]) -> list[str]:
-    """Sorted distinct lower-case words and punctuation marks of `texts`, as the tokenizer splits them."""
-    return sorted({w for text in texts for w in _WORD.findall(text.lower())})
+    """Sorted distinct words and punctuation runs of `texts`, normalised and split exactly as the tokenizer does."""
+    return sorted({word for text in texts for word, _ in _PRE_TOKENIZER.pre_tokenize_str(normalize_text(text))})
 
 
 def build_word_tokenizer(vocabulary: Iterable[str], max_length: int = 32) -> PreTrainedTokenizerFast:
-    """A word-level tokenizer over `vocabulary` (lower-cased; unknown words map to <unk>), framed <bos> ... <eos>."""
-    words = [w for w in dict.fromkeys(w.lower() for w in vocabulary) if w not in SPECIAL_TOKENS]
+    """A word-level tokenizer over `vocabulary` (normalised like the text; unknown words map to <unk>), framed
+    <bos> ... <eos>."""
+    words = [w for w in dict.fromkeys(normalize_text(w) for w in vocabulary) if w not in SPECIAL_TOKENS]
     vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + words)}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
+    core.normalizer = _normalizer()
+    core.pre_tokenizer = _pre_tokenizer()
     core.post_processor = processors.TemplateProcessing(
         single="<bos> $A <eos>", special_tokens=[("<bos>", BOS_ID), ("<eos>", EOS_ID)]
     )
@@ -80,4 +100,5 @@ def tiny_processor(tokenizer: PreTrainedTokenizerFast, image_size: int = 32) -> 
     return CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
-__all__ = ["EOS_ID", "PAD_ID", "build_word_tokenizer", "tiny_config", "tiny_processor", "words_of"]
+__all__ = ["EOS_ID", "PAD_ID", "UNK_ID", "build_word_tokenizer", "normalize_text", "tiny_config", "tiny_processor",
+           "words_of"]
