@@ -11,7 +11,6 @@ no image is encoded twice.
 from __future__ import annotations
 
 import hashlib
-import inspect
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -29,9 +28,6 @@ from .data import EvalSets, content_fingerprint
 
 GENERAL_TEMPLATES = ("{}",)  # the names alone, as in pretraining
 TASKS = ("twin", "general")
-# evaluate_model names in-memory data and models itself where it can (dataset_name/model_name); with a suite
-# that cannot, the demo writes the same names into the record afterwards
-_SUITE_NAMES = {"dataset_name", "model_name"} <= set(inspect.signature(evaluate_model).parameters)
 
 
 class CachingEncoder(DualEncoder):
@@ -140,11 +136,10 @@ def dataset_description(dataset: datasets.Dataset, name: str, family: dict[str, 
 def _record(model, processor, bench, dataset: datasets.Dataset, task: str, encoder: DualEncoder, *, model_id: str,
             dataset_name: str, views: dict[str, Any], seed: int, bootstrap_resamples: int) -> dict[str, Any]:
     """evaluate_suite's record of one task, its dataset described as the demo's own in-memory set."""
-    names = {"dataset_name": dataset_name, "model_name": model_id} if _SUITE_NAMES else {}
     record = evaluate_model(model, processor, bench, dataset, encoder=encoder, seeds=(seed,),
-                            bootstrap_resamples=bootstrap_resamples, **names)[task]
+                            bootstrap_resamples=bootstrap_resamples, dataset_name=dataset_name,
+                            model_name=model_id)[task]
     record["dataset"].update(dataset_description(dataset, dataset_name, views))
-    record["model"].setdefault("name", model_id)
     return record
 
 
