@@ -118,7 +118,7 @@ def build(
         "captions": {**status_counts(caption_recs.values()),
                      "caption_rejections": captions_stage.caption_rejections(caption_recs)},
         "images": status_counts(image_recs.values()),
-        "judge": judge_stage.judge_summary(judge_recs),
+        "judge": judge_stage.judge_summary(judge_recs, recipe.judge.drop_if_any_at_most),
     }
     prompt_versions = [recipe.concepts.prompt if recipe.concepts.source == "top-down" else None,
                        recipe.concepts.bottom_up_prompt if recipe.concepts.source == "bottom-up" else None,
@@ -176,3 +176,10 @@ def print_summary(summary: dict[str, Any], file: Any = None) -> None:
     print(f"CulTwin build: {summary['total_rows']} rows ({', '.join(f'{k} {v}' for k, v in rows.items())})", file=out)
     for stage, counts in summary["statistics"].items():
         print(f"  {stage:>9}: {json.dumps(counts, sort_keys=True, ensure_ascii=False)}", file=out)
+    criteria = summary["statistics"].get("judge", {}).get("criteria") or {}
+    if criteria:
+        print("  judge scores: " + "; ".join(f"{name} {c['mean']:.2f} ± {c['std']:.2f} (n={c['n']})"
+                                            for name, c in criteria.items()), file=out)
+    memory = summary.get("memory")
+    if memory:
+        print(f"  backends: loaded {memory['loads']}, at most {memory['peak_live_backends']} alive at once", file=out)

@@ -127,6 +127,7 @@ class Recipe:
     text_batch_size: int = 8
     limit_pairs: int | None = None
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    departures: list[str] = field(default_factory=list)  # from the file's `# departure:` header lines (documentation)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (for provenance)."""
@@ -137,6 +138,7 @@ class Recipe:
         resumed run must match."""
         data = self.to_dict()
         data.pop("runtime", None)
+        data.pop("departures", None)
         for role in ("text_backend", "image_backend", "judge_backend"):
             data[role]["options"] = {k: v for k, v in data[role]["options"].items() if k not in RUNTIME_OPTIONS}
         return data
@@ -163,6 +165,20 @@ def _build(cls: type, data: Any, where: str) -> Any:
         raise ValueError(f"{where}: {exc}") from None
 
 
+def header_departures(text: str) -> list[str]:
+    """The `# departure: ...` lines of a recipe's leading comment block (continuation lines start with `#   `)."""
+    out: list[str] = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        body = line[1:].strip()
+        if body.lower().startswith("departure:"):
+            out.append(body.split(":", 1)[1].strip())
+        elif out and line.startswith("#   ") and body:
+            out[-1] += " " + body
+    return out
+
+
 def load_recipe(name_or_path: str | Path) -> Recipe:
     """Load `paper`/`demo` (packaged) or a YAML path into a Recipe; errors name the file and field."""
     path = Path(name_or_path)
@@ -171,8 +187,12 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     if not path.exists():
         known = sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
         raise FileNotFoundError(f"recipe {name_or_path!r} not found (packaged recipes: {known})")
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    text = path.read_text(encoding="utf-8")
+    data = yaml.safe_load(text)
+    if isinstance(data, dict) and "departures" in data:
+        raise ValueError(f"{path}: 'departures' is read from the header comments (# departure: ...), not a field")
     recipe = _build(Recipe, data, str(path))
+    recipe.departures = header_departures(text)
     for attr in ("captions", "images", "judge"):
         if getattr(recipe, attr).__class__ is dict:  # pragma: no cover - guarded by _build
             raise ValueError(f"{path}: {attr} must be a mapping")
