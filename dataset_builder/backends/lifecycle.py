@@ -79,6 +79,7 @@ class BackendPool:
         """The role's backend, building it now if needed (and sharing weights with the other chat role if possible)."""
         if role in self.injected:
             if role not in self._recorded:
+                self._attach_answer_log(self.injected[role])
                 self._write_record(role, self.injected[role])
             return self.injected[role]
         if role in self._loaded:
@@ -90,6 +91,7 @@ class BackendPool:
         if backend is None:
             backend = how.factory()
             self.loads.append(role)
+        self._attach_answer_log(backend)
         self._loaded[role] = backend
         self._refs[role] = weakref.ref(heavy_part(backend)) if _weakrefable(heavy_part(backend)) else None
         self._write_record(role, backend)
@@ -166,6 +168,13 @@ class BackendPool:
         pattern = f"{role}.rank*.json" if role else "*.rank*.json"
         out = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(self.record_dir.glob(pattern))]
         return sorted(out, key=lambda r: (r["role"], r["world"], r["rank"]))
+
+    def _attach_answer_log(self, backend: Any) -> None:
+        """Give a remote backend (one with an `answer_log` slot) this run's log, so answers survive a kill."""
+        if self.record_dir is not None and hasattr(backend, "answer_log") and backend.answer_log is None:
+            from .answer_log import AnswerLog
+
+            backend.answer_log = AnswerLog(self.record_dir.parent / "answers")
 
     def _write_record(self, role: str, backend: Any) -> None:
         self._recorded.add(role)
