@@ -104,8 +104,8 @@ def build(
         judge_recs = judge_stage.run(ctx, side_concepts, caption_recs, image_recs)
         pool.end_stage("judge", release=() if keep else ("judge",))
     finally:
-        server_stats = _server_stats(pool)
         pool.release_all()
+    server_stats = dict(pool.request_stats)
     memory = {"loads": list(pool.loads), "live_backends_by_stage": dict(pool.live_by_stage),
               "peak_live_backends": max(pool.live_by_stage.values(), default=0), "leaked": list(pool.leaks),
               "keep_backends_loaded": keep}
@@ -156,17 +156,6 @@ def _device_table(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                                              "local_rank": rec["local_rank"]})
         row[rec["role"]] = {k: rec[k] for k in ("device", "index", "name", "dtype") if rec.get(k) is not None}
     return [table[k] for k in sorted(table)]
-
-
-def _server_stats(pool: BackendPool) -> dict[str, Any]:
-    """Request counters of the inference-server backends this process used (sent, answered from the log, retried)."""
-    out: dict[str, Any] = {}
-    for role in ("text", "judge"):
-        if pool.is_loaded(role):
-            stats = getattr(pool.get(role), "stats", None)
-            if stats is not None:
-                out[role] = dict(stats)
-    return out
 
 
 def print_summary(summary: dict[str, Any], file: Any = None) -> None:

@@ -15,10 +15,14 @@ from typing import Any
 from ..runstore import atomic_write_json, read_json
 
 
+def canonical_json(body: dict[str, Any]) -> bytes:
+    """The exact bytes sent for a request body (sorted keys, compact), so a key names what the server received."""
+    return json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
 def request_key(body: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of a request body."""
-    canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
 class AnswerLog:

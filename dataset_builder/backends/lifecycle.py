@@ -73,6 +73,7 @@ class BackendPool:
         self.live_by_stage: dict[str, int] = {}
         self.leaks: list[str] = []
         self._recorded: set[str] = set()
+        self.request_stats: dict[str, dict[str, int]] = {}  # remote backends' counters, kept when they are released
 
     # ------------------------------------------------------------------------------------------------------------
     def get(self, role: str) -> Any:
@@ -132,6 +133,7 @@ class BackendPool:
         ref = self._refs.pop(role, None)
         if backend is None:
             return
+        self._keep_stats(role, backend)
         still_used = any(heavy_part(b) is heavy_part(backend) for b in self._loaded.values())
         del backend
         if still_used:
@@ -142,9 +144,19 @@ class BackendPool:
             self.leaks.append(role)
 
     def release_all(self) -> None:
-        """Release every built backend (end of the build, or after an error)."""
+        """Release every built backend (end of the build, or after an error); keep injected backends' counters."""
         for role in list(self._loaded):
             self.release(role)
+        for role, backend in self.injected.items():
+            if role in self._recorded:
+                self._keep_stats(role, backend)
+
+    def _keep_stats(self, role: str, backend: Any) -> None:
+        stats = getattr(backend, "stats", None)
+        if stats is not None:
+            merged = self.request_stats.setdefault(role, {})
+            for name, value in dict(stats).items():
+                merged[name] = merged.get(name, 0) + int(value)
 
     # ------------------------------------------------------------------------------------------------------------
     def identity(self, role: str) -> tuple[str, str | None]:

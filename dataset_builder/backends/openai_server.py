@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
-from .answer_log import AnswerLog, request_key
+from .answer_log import AnswerLog, canonical_json, request_key
 from .base import ChatRequest
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -214,7 +214,7 @@ class OpenAIChatBackend:
         return index
 
     def _ask(self, body: dict[str, Any], request: ChatRequest, stop: threading.Event) -> tuple[str, dict[str, Any]]:
-        payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        payload = canonical_json(body)
         url_index = self._pick_url()
         last = ""
         for attempt in range(self.max_retries + 1):
