@@ -116,8 +116,8 @@ class BackendPool:
         return role in self.injected or role in self._loaded
 
     def live(self) -> int:
-        """Number of distinct heavy objects (models, pipelines) of built backends still alive."""
-        gc.collect()
+        """Number of distinct heavy objects (models, pipelines) of built backends still alive (releases collect
+        garbage themselves, so no collection is needed here)."""
         alive = {id(obj) for ref in self._refs.values() if ref is not None and (obj := ref()) is not None}
         return len(alive)
 
