@@ -147,7 +147,7 @@ def pipeline_dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
     which then load in fp32 without a word. `_resolve_dtype` arrived with that change, so its presence tells which.
     """
     try:
-        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401 (only its presence matters)
     except ImportError:
         return {"torch_dtype": dtype}
     return {"dtype": dtype}

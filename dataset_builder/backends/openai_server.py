@@ -217,6 +217,7 @@ class OpenAIChatBackend:
         payload = canonical_json(body)
         url_index = self._pick_url()
         last = ""
+        retry_after: str | None = None  # the previous answer's Retry-After header
         for attempt in range(self.max_retries + 1):
             if attempt:
                 if stop.wait(self._delay(attempt, retry_after)):

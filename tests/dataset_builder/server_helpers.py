@@ -9,19 +9,17 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any, Callable
 
-from dataset_builder.backends.openai_server import wait_until_ready
+
+
+def body_key(data: bytes) -> str:
+    """sha256 of a request body as sent."""
+    return hashlib.sha256(data).hexdigest()
 
 SCRIPTED_ANSWERS = {
     # trigger (a substring only that prompt contains) -> the fixed answer of the scripted VLM
@@ -37,69 +35,6 @@ SCRIPTED_ANSWERS = {
                                              "context": "A round bread baked for village festivals.",
                                              "visual_features": "round loaf; golden crust; braided top"}),
 }
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def body_key(data: bytes) -> str:
-    """sha256 of a request body as sent."""
-    return hashlib.sha256(data).hexdigest()
-
-
-class TransformersServer:
-    """`transformers serve MODEL` on 127.0.0.1 in its own process group; start() waits for /health."""
-
-    def __init__(self, model_dir: Path, log_path: Path, port: int | None = None, extra: list[str] | None = None):
-        self.model_dir, self.log_path = Path(model_dir), Path(log_path)
-        self.port = port or free_port()
-        self.extra = extra or []
-        self.proc: subprocess.Popen | None = None
-        self.starts = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout_s: float = 180.0) -> None:
-        exe = Path(sys.executable).with_name("transformers")
-        cmd = [str(exe), "serve", str(self.model_dir), "--host", "127.0.0.1", "--port", str(self.port),
-               "--device", "cpu", "--log-level", "info", *self.extra]
-        log = open(self.log_path, "ab")
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        log.close()
-        self.starts += 1
-        try:
-            wait_until_ready(self.url, timeout_s=timeout_s)
-        except TimeoutError:
-            self.stop()
-            raise TimeoutError(f"transformers serve did not come up; log:\n{self.log_path.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        """SIGKILL the server (as a crashed node), no clean shutdown."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
-        self.proc = None
-
-    def answered_in_log(self) -> int:
-        """POSTs to /v1/chat/completions the server itself logged as 200 (uvicorn access log)."""
-        return self.log_path.read_text(errors="replace").count('"POST /v1/chat/completions HTTP/1.1" 200')
 
 
 class _Server(ThreadingHTTPServer):
@@ -121,6 +56,7 @@ class CountingProxy:
         self.sent: Counter[str] = Counter()
         self.answered: Counter[str] = Counter()
         self.statuses: Counter[int] = Counter()
+        self.in_flight = 0
         self.lock = threading.Lock()
         proxy = self
 
@@ -139,9 +75,11 @@ class CountingProxy:
                 key = body_key(body)
                 with proxy.lock:
                     proxy.sent[key] += 1
+                    proxy.in_flight += 1
                 status, data = proxy._forward("POST", self.path, body)
                 n = None
                 with proxy.lock:
+                    proxy.in_flight -= 1
                     proxy.statuses[status] += 1
                     if status == 200:
                         proxy.answered[key] += 1
@@ -175,6 +113,14 @@ class CountingProxy:
             return 502, json.dumps({"error": f"upstream unavailable: {exc}"}).encode()
         finally:
             conn.close()
+
+    def wait_idle(self, timeout_s: float = 60.0) -> None:
+        """Wait until no forwarded request is still open (e.g. those of a client that was just killed)."""
+        deadline = time.monotonic() + timeout_s
+        while self.in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self.in_flight:
+            raise TimeoutError(f"{self.in_flight} proxied requests still open after {timeout_s} s")
 
     def reset(self) -> None:
         with self.lock:

@@ -73,7 +73,7 @@ def test_all_caption_combinations_and_the_card(tmp_path):
 
     from datasets import load_dataset
 
-    ds = load_dataset(str(tmp_path / "all"))
+    ds = load_dataset(str(tmp_path / "all"), cache_dir=str(tmp_path / "hf-cache"))
     assert "twin_sample_index" in ds["train"].column_names and "twin_sample_index" not in _rows(tmp_path / "matched")[0]
     card = DatasetCard.load(tmp_path / "all" / "README.md")
     assert card.data.license == "other" and card.data.license_name == "stabilityai-ai-community"

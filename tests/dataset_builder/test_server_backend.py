@@ -11,9 +11,10 @@ import time
 
 import pytest
 from PIL import Image
-from server_helpers import StubServer, free_port
+from server_helpers import StubServer
 
 from dataset_builder.backends.answer_log import AnswerLog
+from dataset_builder.backends.local_server import free_port
 from dataset_builder.backends.base import ChatRequest
 from dataset_builder.backends.openai_server import OpenAIChatBackend, ServerError, openai_messages
 

@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 import yaml
 from builder_helpers import REPO, rows_fingerprint
-from server_helpers import SCRIPTED_ANSWERS, CountingProxy, TransformersServer
+from server_helpers import SCRIPTED_ANSWERS, CountingProxy
 
 from dataset_builder.backends.answer_log import request_key
+from dataset_builder.backends.local_server import TransformersServer
 from dataset_builder.backends.tiny import build_scripted_chat_vlm
 from dataset_builder.pipeline import build
 
@@ -87,7 +88,7 @@ def test_build_end_to_end_then_server_killed_mid_stage(served, tmp_path):
     assert len(logged_keys(tmp_path / "reference")) == EXPECTED_REQUESTS
     from datasets import load_dataset
 
-    ds = load_dataset(str(tmp_path / "reference"))
+    ds = load_dataset(str(tmp_path / "reference"), cache_dir=str(tmp_path / "hf-cache"))  # no stale cache hit
     row = ds["train"][0]
     assert row["text_model"] == str(model_dir) and row["judge_scores"] == {"authenticity": 4, "consistency": 5,
                                                                            "cultural_fidelity": 4}
@@ -139,6 +140,7 @@ def test_killed_build_resumes_without_asking_twice(served, tmp_path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+    proxy.wait_idle()  # requests of the dead process still being answered count for the first round
     have = logged_keys(out)
     assert 0 < len(have) < EXPECTED_REQUESTS
     first_round = dict(proxy.answered)
