@@ -29,6 +29,7 @@ KNOWN_MODELS: dict[str, dict[str, Any]] = {
         "components": {"transformer": 8.1e9, "text_encoder_3": 4.76e9, "text_encoder_2": 0.695e9,
                        "text_encoder": 0.124e9, "vae": 0.084e9},
         "source": "Hub files: MMDiT transformer 8.1B, T5-XXL encoder 4.76B, CLIP-G 0.70B, CLIP-L 0.12B, VAE 0.08B",
+        "gated": True,
     },
 }
 

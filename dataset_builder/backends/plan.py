@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .lifecycle import share_key
-from .memory import DTYPE_BYTES, chat_model_size, gib, kv_cache_bytes, pipeline_size
+from .memory import DTYPE_BYTES, KNOWN_MODELS, chat_model_size, gib, kv_cache_bytes, pipeline_size
 
 PROMPT_TOKENS = 512  # assumed text tokens of a prompt (ours are 150-400)
 TOKENS_PER_IMAGE_SIDE = 28  # Qwen2.5-VL: one token per 28x28 pixels (14-px patches merged 2x2)
@@ -70,6 +70,8 @@ def backend_estimate(role: str, spec: Any, recipe: Any) -> dict[str, Any]:
                                 "default: size unknown")
             out["weights"] = None
             return out
+        if KNOWN_MODELS.get(str(spec.model_id), {}).get("gated"):
+            out["notes"].append("gated on the Hub: accept its licence on the model page and set HF_TOKEN before building")
         offload = (spec.options or {}).get("cpu_offload")
         largest_name, largest = max(size.components.items(), key=lambda kv: kv[1])
         if offload == "model":

@@ -417,11 +417,13 @@ def _write_clip_tokenizer_files(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
 
 
-def build_tiny_sd_pipeline(out_dir: str | Path, seed: int = _SEED, sample_size: int = 32) -> Path:
+def build_tiny_sd_pipeline(out_dir: str | Path, seed: int = _SEED, sample_size: int = 32,
+                           block_out_channels: tuple[int, int] = (8, 16)) -> Path:
     """Write a tiny random Stable Diffusion pipeline to `out_dir` (UNet, VAE, CLIP text encoder, tokenizer, scheduler).
 
     `AutoPipelineForText2Image.from_pretrained(out_dir)` loads it as a `StableDiffusionPipeline`. Images come out at
-    `sample_size` x `sample_size` pixels by default (the VAE downsamples by 2).
+    `sample_size` x `sample_size` pixels by default (the VAE downsamples by 2). Wider `block_out_channels` give a
+    larger UNet (for memory benchmarks); the default is the smallest that runs.
     """
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -454,7 +456,7 @@ def build_tiny_sd_pipeline(out_dir: str | Path, seed: int = _SEED, sample_size: 
             in_channels=4,
             out_channels=4,
             layers_per_block=1,
-            block_out_channels=(8, 16),
+            block_out_channels=tuple(block_out_channels),
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
             cross_attention_dim=32,
