@@ -43,14 +43,17 @@ def backend_estimate(role: str, spec: Any, recipe: Any) -> dict[str, Any]:
     if spec.kind == "openai-server":
         out["notes"].append("remote inference server: no model memory in this process")
         return out
-    if spec.kind == "transformers-chat":
-        out["dtype"], nbytes = _dtype(spec, "bfloat16")
-        size = chat_model_size(str(spec.model_id))
-        if size is None:
-            out["notes"].append(f"{spec.model_id}: not a local folder nor in the Hub cache, and not a known default: "
-                                "size unknown")
-            out["weights"] = None
-            return out
+    if spec.kind not in ("transformers-chat", "diffusers"):
+        raise ValueError(f"unknown backend kind {spec.kind!r} for role {role}")
+    chat = spec.kind == "transformers-chat"
+    out["dtype"], nbytes = _dtype(spec, "bfloat16" if chat else "float16")
+    size = (chat_model_size if chat else pipeline_size)(str(spec.model_id))
+    if size is None:
+        out["notes"].append(f"{spec.model_id}: neither a complete local folder nor in the Hub cache, and not a known "
+                            "default: size unknown")
+        out["weights"] = None
+        return out
+    if chat:
         out["weights"] = size.total * nbytes
         batch = recipe.text_batch_size if role == "text" else recipe.judge.batch_size
         new_tokens = int((spec.options or {}).get("max_new_tokens", 256))
@@ -62,30 +65,22 @@ def backend_estimate(role: str, spec: Any, recipe: Any) -> dict[str, Any]:
                          f"KV cache for {batch} sequences x {tokens} tokens (prompt assumed {PROMPT_TOKENS} text tokens"
                          + (" + image tokens" if role == "judge" else "") + f" + {new_tokens} new)"]
         return out
-    if spec.kind == "diffusers":
-        out["dtype"], nbytes = _dtype(spec, "float16")
-        size = pipeline_size(str(spec.model_id))
-        if size is None:
-            out["notes"].append(f"{spec.model_id}: not a complete local folder nor in the Hub cache, and not a known "
-                                "default: size unknown")
-            out["weights"] = None
-            return out
-        if KNOWN_MODELS.get(str(spec.model_id), {}).get("gated"):
-            out["notes"].append("gated on the Hub: accept its licence on the model page and set HF_TOKEN before building")
-        offload = (spec.options or {}).get("cpu_offload")
-        largest_name, largest = max(size.components.items(), key=lambda kv: kv[1])
-        if offload == "model":
-            out["weights"] = largest * nbytes
-            out["notes"].append(f"model CPU offload: only the largest component ({largest_name}) on the device at once")
-        elif offload == "sequential":
-            out["weights"] = 0.0
-            out["notes"].append("sequential CPU offload: one layer at a time on the device (slow)")
-        else:
-            out["weights"] = size.total * nbytes
-        out["notes"].append(f"{size.total / 1e9:.2f}B parameters in {len(size.components)} components ({size.source}); "
-                            "activations not estimated")
-        return out
-    raise ValueError(f"unknown backend kind {spec.kind!r} for role {role}")
+    # diffusers
+    if KNOWN_MODELS.get(str(spec.model_id), {}).get("gated"):
+        out["notes"].append("gated on the Hub: accept its licence on the model page and set HF_TOKEN before building")
+    offload = (spec.options or {}).get("cpu_offload")
+    largest_name, largest = max(size.components.items(), key=lambda kv: kv[1])
+    if offload == "model":
+        out["weights"] = largest * nbytes
+        out["notes"].append(f"model CPU offload: only the largest component ({largest_name}) on the device at once")
+    elif offload == "sequential":
+        out["weights"] = 0.0
+        out["notes"].append("sequential CPU offload: one layer at a time on the device (slow)")
+    else:
+        out["weights"] = size.total * nbytes
+    out["notes"].append(f"{size.total / 1e9:.2f}B parameters in {len(size.components)} components ({size.source}); "
+                        "activations not estimated")
+    return out
 
 
 def plan_build(recipe: Any) -> dict[str, Any]:
