@@ -70,8 +70,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from .backends.openai_server import ServerError
+
     try:
         sys.exit(main())
     except (ValueError, FileNotFoundError) as exc:  # bad input: one clear line and a non-zero exit
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except ServerError as exc:  # an inference server that stayed down or refused: not a bug, and resumable
+        print(f"error: {exc}\n(every answer received so far is in the run folder; rerun the same command to resume)",
+              file=sys.stderr)
+        sys.exit(1)

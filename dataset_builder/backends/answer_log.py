@@ -47,4 +47,10 @@ class AnswerLog:
         atomic_write_json(self.path(key), {**record, "key": key})
 
     def __len__(self) -> int:
-        return sum(1 for _ in self.root.glob("*/*.json")) if self.root.exists() else 0
+        return len(self.keys())
+
+    def keys(self) -> set[str]:
+        """Keys with a stored answer (leftover `.tmp-*` files of a killed writer are not answers)."""
+        if not self.root.exists():
+            return set()
+        return {p.stem for p in self.root.glob("*/*.json") if not p.name.startswith(".tmp-")}

@@ -121,3 +121,18 @@ def test_images_travel_as_png_data_urls_and_sampling_settings_are_sent():
         OpenAIChatBackend("localhost:8000", "m")
     with pytest.raises(ServerError, match="environment variable is empty"):
         _backend("http://127.0.0.1:1", api_key_env="CULTURECLIP_TEST_NO_SUCH_TOKEN").generate(_requests(1))
+
+
+def test_cli_reports_a_dead_server_in_one_line(tmp_path):
+    import yaml
+    from builder_helpers import run_cli
+
+    server = {"kind": "openai-server", "model_id": "m",
+              "options": {"base_urls": [f"http://127.0.0.1:{free_port()}"], "max_retries": 1, "backoff_s": 0.01}}
+    recipe = {"name": "dead", "seed": 0, "text_backend": server, "judge_backend": server,
+              "image_backend": {"kind": "offline-twemoji"},
+              "concepts": {"source": "top-down", "countries": ["JP"], "categories": ["Cuisine"]}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    res = run_cli(["build", "--recipe", str(tmp_path / "r.yaml"), "--output-dir", str(tmp_path / "out"), "--no-progress"])
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "no answer after 1 retries" in res.stderr and "rerun the same command to resume" in res.stderr

@@ -23,7 +23,7 @@ import yaml
 from builder_helpers import REPO, rows_fingerprint
 from server_helpers import SCRIPTED_ANSWERS, CountingProxy
 
-from dataset_builder.backends.answer_log import request_key
+from dataset_builder.backends.answer_log import AnswerLog, request_key
 from dataset_builder.backends.local_server import TransformersServer
 from dataset_builder.backends.tiny import build_scripted_chat_vlm
 from dataset_builder.pipeline import build
@@ -69,7 +69,7 @@ def served(tmp_path_factory):
 
 
 def logged_keys(out: Path) -> set[str]:
-    return {p.stem for p in (out / "run" / "answers").glob("*/*.json")}
+    return AnswerLog(out / "run" / "answers").keys()
 
 
 def test_build_end_to_end_then_server_killed_mid_stage(served, tmp_path):
@@ -163,7 +163,8 @@ def test_request_keys_match_the_bodies_the_server_sees(served, tmp_path):
     out = tmp_path / "keys"
     proxy.reset()
     build(write_recipe(tmp_path / "r.yaml", model_dir, proxy.url), out, progress=False)
-    records = [json.loads(p.read_text()) for p in (out / "run" / "answers").glob("*/*.json")]
+    log = AnswerLog(out / "run" / "answers")
+    records = [log.get(key) for key in log.keys()]
     assert {r["key"] for r in records} == logged_keys(out)
     assert all(r["served_model"] == str(model_dir) and r["finish_reason"] == "stop" for r in records)
     assert len(set(proxy.answered)) == len(records)
