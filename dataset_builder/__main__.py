@@ -14,10 +14,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build or resume a CulTwin folder")
     b.add_argument("--recipe", default="demo", help="packaged recipe name (demo, paper) or a YAML path")
-    b.add_argument("--output-dir", required=True)
+    b.add_argument("--output-dir", help="the CulTwin folder to build or resume (required unless --plan)")
     b.add_argument("--limit-pairs", type=int, default=None, help="keep only the first N twin pairs")
     b.add_argument("--seed", type=int, default=None, help="override the recipe seed")
     b.add_argument("--no-progress", action="store_true", help="no progress bars (the summary is still printed)")
+    b.add_argument("--plan", "--dry-run", dest="plan", action="store_true",
+                   help="print per-stage models, dtypes and estimated peak memory per device, then exit (loads nothing)")
     from .cultureverse import add_cli as _add_cultureverse
 
     _add_cultureverse(sub)
@@ -59,8 +61,17 @@ def main(argv: list[str] | None = None) -> int:
 
         print(_run_calibration(args))
         return 0
+    if args.command == "build" and args.plan:
+        from .backends.plan import format_plan, plan_build
+        from .recipe import load_recipe
+
+        print(format_plan(plan_build(load_recipe(args.recipe))))
+        return 0
     if args.command == "build":
         from .pipeline import build, print_summary
+
+        if not args.output_dir:
+            raise ValueError("build: --output-dir is required (or pass --plan to only print the plan)")
 
         summary = build(args.recipe, args.output_dir, limit_pairs=args.limit_pairs, seed=args.seed,
                         progress=not args.no_progress)
@@ -94,8 +105,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from .backends.openai_server import ServerError
+
     try:
         sys.exit(main())
     except (ValueError, FileNotFoundError) as exc:  # bad input: one clear line and a non-zero exit
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except ServerError as exc:  # an inference server that stayed down or refused: not a bug, and resumable
+        print(f"error: {exc}\n(every answer received so far is in the run folder; rerun the same command to resume)",
+              file=sys.stderr)
+        sys.exit(1)

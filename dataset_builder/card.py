@@ -43,8 +43,13 @@ twin prefixed `twin_` (the twin shares `category`); `source`, `text_model`, `ima
 - Prompts: {prompts}.
 - Seed: recipe seed {seed}; every item's seed is derived from (recipe seed, stage, item id) and stored per row.
 - Keep rule: an image is dropped if any judge score is <= {drop_at} or the mean is <= {min_mean}; a sample is kept
-  only if both twin images pass.
-{attribution}
+  only if both twin images pass. Samples per pair: {pairing}.
+- Built on {world} process(es); devices: {devices}.
+{licences}{attribution}
+## Judge scores
+
+{judge_table}
+{departures}
 ## Filter statistics
 
 ```json
@@ -55,12 +60,16 @@ twin prefixed `twin_` (the twin shares `category`); `source`, `text_model`, `ima
 
 def write_card(output_dir: Path, recipe: Recipe, features: Any, split_rows: dict[str, int], split_bytes: dict[str, int],
                provenance: dict[str, Any], stats: dict[str, Any]) -> Path:
-    """Write README.md with `configs:`, `dataset_info:`, licence and provenance; return its path."""
+    """Write README.md with `configs:`, `dataset_info:`, licence, provenance, judge score statistics and the
+    recipe's departures from the authors' release; return its path."""
     from datasets.info import DatasetInfo, DatasetInfosDict
     from datasets.splits import SplitDict, SplitInfo
     from huggingface_hub import DatasetCard, DatasetCardData
 
+    licence_extra = {k: v for k, v in (("license_name", recipe.export.license_name),
+                                         ("license_link", recipe.export.license_link)) if v}
     card_data = DatasetCardData(
+        **licence_extra,
         license=recipe.export.license,
         pretty_name=recipe.export.pretty_name,
         task_categories=["zero-shot-image-classification", "image-to-text"],
@@ -81,6 +90,12 @@ def write_card(output_dir: Path, recipe: Recipe, features: Any, split_rows: dict
         judge_model=provenance["judge_model"],
         prompts=", ".join(f"`{v}` (sha256 {h[:12]})" for v, h in provenance["prompts"].items()),
         seed=recipe.seed, drop_at=recipe.judge.drop_if_any_at_most, min_mean=recipe.judge.min_mean,
+        pairing=("every combination of a passed concept image with a passed twin image (caption_pairing: all)"
+                 if recipe.export.caption_pairing == "all" else "caption/image k of one side with k of the other"),
+        world=provenance.get("world_size", 1), devices=_devices_line(provenance.get("devices", [])),
+        licences="".join(f"- Licence of `{m}`: {lic}.\n" for m, lic in sorted(recipe.export.model_licenses.items())),
+        judge_table=_judge_table(stats.get("judge", {}), recipe.judge.drop_if_any_at_most),
+        departures=_departures(recipe.departures),
         attribution=(f"- Images: {TWEMOJI_ATTRIBUTION}; augmented copies are shared under the same licence.\n"
                      if any(m.startswith("offline/twemoji") for m in provenance["image_models"]) else ""),
         stats=json.dumps(stats, indent=1, sort_keys=True, ensure_ascii=False),
@@ -89,6 +104,36 @@ def write_card(output_dir: Path, recipe: Recipe, features: Any, split_rows: dict
     path = output_dir / "README.md"
     atomic_write_bytes(path, str(card).encode("utf-8"))
     return path
+
+
+def _judge_table(judge: dict[str, Any], drop_at: int) -> str:
+    """Markdown table: per criterion mean +- std over parsed verdicts and how many scored <= drop_at; then reasons."""
+    criteria = judge.get("criteria") or {}
+    if not criteria:
+        return "No parsed judge verdicts.\n"
+    lines = ["| criterion | mean ± std | images | scored <= %d |" % drop_at, "|---|---|---|---|"]
+    for name, c in criteria.items():
+        lines.append(f"| {name} | {c['mean']:.2f} ± {c['std']:.2f} | {c['n']} | {c.get(f'at_most_{drop_at}', 0)} |")
+    reasons = judge.get("drop_reasons") or {}
+    lines.append("")
+    lines.append(f"Passed {judge.get('passed', 0)} of {judge.get('judged', 0)} judged images. Failure reasons: "
+                 + (", ".join(f"`{k}` {v}" for k, v in reasons.items()) if reasons else "none") + ".")
+    return "\n".join(lines) + "\n"
+
+
+def _devices_line(devices: list[dict[str, Any]]) -> str:
+    parts = []
+    for d in devices:
+        roles = ", ".join(f"{role} {info['device']}" + (f" ({info['name']})" if info.get("name") else "")
+                          for role, info in d.items() if isinstance(info, dict))
+        parts.append(f"rank {d['rank']}/{d['world']}: {roles}")
+    return "; ".join(parts) if parts else "not recorded"
+
+
+def _departures(items: list[str] | None) -> str:
+    if not items:
+        return ""
+    return "\n## Departures from the authors' release\n\n" + "\n".join(f"- {d}" for d in items) + "\n"
 
 
 def _size_category(n: int) -> list[str]:

@@ -42,5 +42,7 @@ class CulTwinBuilder(datasets.GeneratorBasedBuilder):
         features = row_features()
         for f in files:
             for row in pq.read_table(f).to_pylist():
-                # Rows are stored encoded (images as {bytes, path}); the builder re-encodes them on write.
-                yield f"{row['pair_id']}#{row['sample_index']}", {k: row[k] for k in features}
+                # Rows are stored encoded (images as {bytes, path}); the builder re-encodes them on write. With
+                # caption_pairing "all" one concept image meets several twin images, so the twin's index joins the key.
+                twin = f"/{row['twin_sample_index']}" if "twin_sample_index" in row else ""
+                yield f"{row['pair_id']}#{row['sample_index']}{twin}", {k: row[k] for k in features}

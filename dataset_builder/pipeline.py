@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .backends import make_chat_backend, make_image_backend
+from .backends import make_role_specs
 from .backends.base import ChatBackend, ImageBackend
+from .backends.lifecycle import BackendPool
 from .embedders import TextEmbedder
 from .prompts import load_prompt
 from .recipe import Recipe, load_recipe
@@ -33,16 +34,18 @@ class RunMismatchError(ValueError):
 
 
 def _manifest(recipe: Recipe) -> dict[str, Any]:
-    return {"recipe": recipe.to_dict(), "format": 1}
+    return {"recipe": recipe.output_dict(), "format": 2}
 
 
 def _check_manifest(run_dir: Path, recipe: Recipe) -> None:
+    """Refuse to resume a run folder started with settings that change the rows (runtime settings may differ)."""
     path = run_dir / "manifest.json"
     want = _manifest(recipe)
     if path.exists():
         have = read_json(path)
         if have != want:
             diff = sorted(k for k in want["recipe"] if have.get("recipe", {}).get(k) != want["recipe"][k])
+            diff = diff or ["format"]
             raise RunMismatchError(f"{run_dir}: this run folder was started with different settings (fields {diff}); "
                                    "resume with the same recipe, seed and limit, or use a new --output-dir")
     else:
@@ -83,21 +86,31 @@ def build(
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_manifest(run_dir, recipe)
 
-    ctx = RunContext(
-        run_dir=run_dir, recipe=recipe,
-        text_backend=text_backend or make_chat_backend(recipe.text_backend, recipe.text_batch_size),
-        image_backend=image_backend or make_image_backend(recipe.image_backend, recipe.images),
-        judge_backend=judge_backend or make_chat_backend(recipe.judge_backend, recipe.judge.batch_size),
-        rank=rank, world=world, progress=progress, limit_pairs=recipe.limit_pairs,
-    )
-    concepts = concepts_stage.run(ctx)
-    pairs, twin_drops = twins_stage.run(ctx, concepts, embedder)
-    side_concepts = twins_stage.pair_concepts(pairs)
-    caption_recs = captions_stage.run(ctx, side_concepts)
-    image_recs = images_stage.run(ctx, side_concepts, caption_recs)
-    judge_recs = judge_stage.run(ctx, side_concepts, caption_recs, image_recs)
+    pool = BackendPool(make_role_specs(recipe), record_dir=run_dir / "backends", rank=rank, world=world)
+    ctx = RunContext(run_dir, recipe, text_backend, image_backend, judge_backend, rank=rank, world=world,
+                     progress=progress, limit_pairs=recipe.limit_pairs, backends=pool,
+                     barrier_timeout_s=recipe.runtime.barrier_timeout_s)
+    keep = recipe.runtime.keep_backends_loaded
+    try:
+        concepts = concepts_stage.run(ctx)
+        pool.end_stage("concepts")
+        pairs, twin_drops = twins_stage.run(ctx, concepts, embedder)
+        pool.end_stage("twins")
+        side_concepts = twins_stage.pair_concepts(pairs)
+        caption_recs = captions_stage.run(ctx, side_concepts)
+        pool.end_stage("captions", release=() if keep else ("text",))
+        image_recs = images_stage.run(ctx, side_concepts, caption_recs)
+        pool.end_stage("images", release=() if keep else ("image",))
+        judge_recs = judge_stage.run(ctx, side_concepts, caption_recs, image_recs)
+        pool.end_stage("judge", release=() if keep else ("judge",))
+    finally:
+        pool.release_all()
+    server_stats = dict(pool.request_stats)
+    memory = {"loads": list(pool.loads), "live_backends_by_stage": dict(pool.live_by_stage),
+              "peak_live_backends": max(pool.live_by_stage.values(), default=0), "leaked": list(pool.leaks),
+              "keep_backends_loaded": keep}
     if rank != 0:
-        return {"rank": rank, "world": world, "exported": False}
+        return {"rank": rank, "world": world, "exported": False, "memory": memory, "servers": server_stats}
 
     stats = {
         "concepts": status_counts(ctx.store("concepts").all_records()),
@@ -105,7 +118,7 @@ def build(
         "captions": {**status_counts(caption_recs.values()),
                      "caption_rejections": captions_stage.caption_rejections(caption_recs)},
         "images": status_counts(image_recs.values()),
-        "judge": judge_stage.judge_summary(judge_recs),
+        "judge": judge_stage.judge_summary(judge_recs, recipe.judge.drop_if_any_at_most),
     }
     prompt_versions = [recipe.concepts.prompt if recipe.concepts.source == "top-down" else None,
                        recipe.concepts.bottom_up_prompt if recipe.concepts.source == "bottom-up" else None,
@@ -113,24 +126,36 @@ def build(
                        recipe.captions.prompt, recipe.judge.prompt]
     provenance = {
         "recipe": recipe.to_dict(),
-        "text_model": _model_str(ctx.text_backend),
-        "judge_model": _model_str(ctx.judge_backend),
+        "text_model": _model_str(*pool.identity("text")),
+        "judge_model": _model_str(*pool.identity("judge")),
         "image_models": sorted({f"{r['model_id']}@{r['revision']}" for r in image_recs.values()}),
         "prompts": {v: load_prompt(v).sha256 for v in prompt_versions if v},
         "seed": recipe.seed,
         "seed_rule": "sha256(recipe seed, stage, item key) -> 31-bit seed per item",
         "world_size": world,
+        "devices": _device_table(pool.records()),
     }
     summary = export_stage.run(ctx, output_dir, pairs, side_concepts, caption_recs, image_recs, judge_recs, stats,
                                provenance)
+    summary.update(memory=memory, servers=server_stats, world_size=world)
     summary["wall_time_s"] = round(time.perf_counter() - t0, 3)
     if progress:
         print_summary(summary, file=sys.stderr)
     return summary
 
 
-def _model_str(backend: Any) -> str:
-    return f"{backend.model_id}@{backend.revision}" if backend.revision else str(backend.model_id)
+def _model_str(model_id: str, revision: str | None) -> str:
+    return f"{model_id}@{revision}" if revision else str(model_id)
+
+
+def _device_table(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per (world size, rank) that loaded backends in this run folder: each role's device and dtype."""
+    table: dict[tuple[int, int], dict[str, Any]] = {}
+    for rec in records:
+        row = table.setdefault((rec["world"], rec["rank"]), {"world": rec["world"], "rank": rec["rank"],
+                                                             "local_rank": rec["local_rank"]})
+        row[rec["role"]] = {k: rec[k] for k in ("device", "index", "name", "dtype") if rec.get(k) is not None}
+    return [table[k] for k in sorted(table)]
 
 
 def print_summary(summary: dict[str, Any], file: Any = None) -> None:
@@ -140,3 +165,10 @@ def print_summary(summary: dict[str, Any], file: Any = None) -> None:
     print(f"CulTwin build: {summary['total_rows']} rows ({', '.join(f'{k} {v}' for k, v in rows.items())})", file=out)
     for stage, counts in summary["statistics"].items():
         print(f"  {stage:>9}: {json.dumps(counts, sort_keys=True, ensure_ascii=False)}", file=out)
+    criteria = summary["statistics"].get("judge", {}).get("criteria") or {}
+    if criteria:
+        print("  judge scores: " + "; ".join(f"{name} {c['mean']:.2f} ± {c['std']:.2f} (n={c['n']})"
+                                            for name, c in criteria.items()), file=out)
+    memory = summary.get("memory")
+    if memory:
+        print(f"  backends: loaded {memory['loads']}, at most {memory['peak_live_backends']} alive at once", file=out)

@@ -113,6 +113,7 @@ class JudgeSettings:
     batch_size: int = 8
     drop_if_any_at_most: int = 1
     min_mean: float = 3.0
+    image_max_side: int | None = 512  # images are shrunk (aspect kept) to at most this many pixels a side before judging
 
 
 @dataclass
@@ -123,6 +124,29 @@ class ExportSettings:
     pretty_name: str = "CulTwin"
     split_fractions: dict[str, float] = field(default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1})
     rows_per_shard: int = 2000
+    # "matched": row k pairs caption/image k of both sides (at most N rows per pair); "all": every (i, j) combination
+    # of a side's kept images with the twin's (up to N x N rows per pair, as the released training data).
+    caption_pairing: str = "matched"
+    license_name: str | None = None  # for license "other": the Hub card's license_name / license_link
+    license_link: str | None = None
+    model_licenses: dict[str, str] = field(default_factory=dict)  # model id -> its licence, listed in the card
+
+
+CAPTION_PAIRINGS = ("matched", "all")
+
+
+@dataclass
+class RuntimeSettings:
+    """How a build runs, not what it produces: never part of the resume check."""
+
+    keep_backends_loaded: bool = False  # True: every backend stays resident until the end (more memory, no reloads)
+    barrier_timeout_s: float = 86400.0  # how long a rank that finished its share waits for the others
+
+
+# Backend options that change where or how fast a backend runs but not what it answers: a run folder may be resumed
+# with other values (another GPU, an offload mode, more servers, other timeouts).
+RUNTIME_OPTIONS = frozenset({"device", "cpu_offload", "base_urls", "max_in_flight", "timeout_s", "connect_timeout_s",
+                             "max_retries", "backoff_s", "max_backoff_s", "api_key_env"})
 
 
 @dataclass
@@ -142,10 +166,22 @@ class Recipe:
     export: ExportSettings = field(default_factory=ExportSettings)
     text_batch_size: int = 8
     limit_pairs: int | None = None
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    departures: list[str] = field(default_factory=list)  # from the file's `# departure:` header lines (documentation)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (for provenance)."""
         return asdict(self)
+
+    def output_dict(self) -> dict[str, Any]:
+        """`to_dict` without the settings that cannot change the rows (runtime section, RUNTIME_OPTIONS): what a
+        resumed run must match."""
+        data = self.to_dict()
+        data.pop("runtime", None)
+        data.pop("departures", None)
+        for role in ("text_backend", "image_backend", "judge_backend"):
+            data[role]["options"] = {k: v for k, v in data[role]["options"].items() if k not in RUNTIME_OPTIONS}
+        return data
 
 
 def _optional_dataclass(hint: Any) -> type | None:
@@ -175,6 +211,20 @@ def _build(cls: type, data: Any, where: str) -> Any:
         raise ValueError(f"{where}: {exc}") from None
 
 
+def header_departures(text: str) -> list[str]:
+    """The `# departure: ...` lines of a recipe's leading comment block (continuation lines start with `#   `)."""
+    out: list[str] = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        body = line[1:].strip()
+        if body.lower().startswith("departure:"):
+            out.append(body.split(":", 1)[1].strip())
+        elif out and line.startswith("#   ") and body:
+            out[-1] += " " + body
+    return out
+
+
 def load_recipe(name_or_path: str | Path) -> Recipe:
     """Load `paper`/`demo` (packaged) or a YAML path into a Recipe; errors name the file and field."""
     path = Path(name_or_path)
@@ -183,13 +233,22 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     if not path.exists():
         known = sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
         raise FileNotFoundError(f"recipe {name_or_path!r} not found (packaged recipes: {known})")
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    text = path.read_text(encoding="utf-8")
+    data = yaml.safe_load(text)
+    if isinstance(data, dict) and "departures" in data:
+        raise ValueError(f"{path}: 'departures' is read from the header comments (# departure: ...), not a field")
     recipe = _build(Recipe, data, str(path))
+    recipe.departures = header_departures(text)
     for attr in ("captions", "images", "judge"):
         if getattr(recipe, attr).__class__ is dict:  # pragma: no cover - guarded by _build
             raise ValueError(f"{path}: {attr} must be a mapping")
     if recipe.captions.per_side < 1 or recipe.captions.max_words < 2:
         raise ValueError(f"{path}: captions.per_side must be >= 1 and captions.max_words >= 2")
+    if recipe.export.caption_pairing not in CAPTION_PAIRINGS:
+        raise ValueError(f"{path}: export.caption_pairing must be one of {list(CAPTION_PAIRINGS)}, "
+                         f"got {recipe.export.caption_pairing!r}")
+    if recipe.judge.image_max_side is not None and recipe.judge.image_max_side < 16:
+        raise ValueError(f"{path}: judge.image_max_side must be >= 16 pixels or null, got {recipe.judge.image_max_side}")
     from .embedders import check_embedder_spec
 
     check_embedder_spec(recipe.twins.embedder, f"{path}: twins.embedder")

@@ -120,7 +120,7 @@ class StageStore:
 
     def all_records(self) -> list[dict[str, Any]]:
         """Every stored record of this stage, sorted by key."""
-        # pathlib's glob matches dot-files too: skip the temp files a killed write leaves behind
+        # A killed writer can leave its `.tmp-*` file behind (never a record: records appear only via os.replace).
         recs = [read_json(p) for p in self.items_dir.glob("*.json") if not p.name.startswith(".tmp-")]
         return sorted(recs, key=lambda r: r["key"])
 

@@ -10,7 +10,10 @@ from typing import Any
 
 from .base import ChatBackend, ChatRequest, ImageBackend
 
-__all__ = ["ChatBackend", "ChatRequest", "ImageBackend", "make_chat_backend", "make_image_backend"]
+__all__ = ["ChatBackend", "ChatRequest", "ImageBackend", "make_chat_backend", "make_image_backend", "make_role_specs"]
+
+CHAT_KINDS = ("offline-template", "offline-rule-judge", "transformers-chat", "openai-server")
+IMAGE_KINDS = ("offline-twemoji", "diffusers")
 
 
 def _torch_dtype(value: Any) -> Any:
@@ -22,7 +25,7 @@ def _torch_dtype(value: Any) -> Any:
 
 
 def make_chat_backend(spec: Any, batch_size: int = 8) -> ChatBackend:
-    """A ChatBackend for `spec.kind` in {offline-template, offline-rule-judge, transformers-chat}."""
+    """A ChatBackend for `spec.kind` in {offline-template, offline-rule-judge, transformers-chat, openai-server}."""
     opts = dict(spec.options or {})
     if spec.kind == "offline-template":
         from .offline import TemplateTextWriter
@@ -39,7 +42,12 @@ def make_chat_backend(spec: Any, batch_size: int = 8) -> ChatBackend:
             opts["dtype"] = _torch_dtype(opts["dtype"])
         opts.setdefault("batch_size", batch_size)
         return TransformersChatBackend.from_pretrained(spec.model_id, revision=spec.revision, **opts)
-    raise ValueError(f"unknown chat backend kind {spec.kind!r}; expected offline-template, offline-rule-judge or transformers-chat")
+    if spec.kind == "openai-server":
+        from .openai_server import OpenAIChatBackend
+
+        opts.setdefault("model", spec.model_id)
+        return OpenAIChatBackend(revision=spec.revision, **opts)
+    raise ValueError(f"unknown chat backend kind {spec.kind!r}; expected one of {list(CHAT_KINDS)}")
 
 
 def make_image_backend(spec: Any, images: Any) -> ImageBackend:
@@ -58,4 +66,30 @@ def make_image_backend(spec: Any, images: Any) -> ImageBackend:
             spec.model_id, revision=spec.revision, batch_size=images.batch_size, height=images.height,
             width=images.width, num_inference_steps=images.steps, guidance_scale=images.guidance, **opts,
         )
-    raise ValueError(f"unknown image backend kind {spec.kind!r}; expected offline-twemoji or diffusers")
+    raise ValueError(f"unknown image backend kind {spec.kind!r}; expected one of {list(IMAGE_KINDS)}")
+
+
+def make_role_specs(recipe: Any) -> dict[str, Any]:
+    """How the pipeline's `BackendPool` builds each role of a recipe (nothing is loaded here).
+
+    A role's generation settings (batch size and sampling options) are kept apart so that the text and judge roles
+    can share one loaded model when they name the same weights.
+    """
+    from .lifecycle import GENERATION_OPTIONS, RoleSpec
+
+    def generation(spec: Any, batch_size: int) -> dict[str, Any]:
+        gen = {k: v for k, v in (spec.options or {}).items() if k in GENERATION_OPTIONS}
+        gen.setdefault("batch_size", batch_size)
+        return gen
+
+    text, judge, image = recipe.text_backend, recipe.judge_backend, recipe.image_backend
+    for role, spec, kinds in (("text", text, CHAT_KINDS), ("judge", judge, CHAT_KINDS), ("image", image, IMAGE_KINDS)):
+        if spec.kind not in kinds:
+            raise ValueError(f"recipe field {role}_backend.kind: {spec.kind!r} is not one of {list(kinds)}")
+    return {
+        "text": RoleSpec(text, lambda: make_chat_backend(text, recipe.text_batch_size),
+                         generation(text, recipe.text_batch_size)),
+        "judge": RoleSpec(judge, lambda: make_chat_backend(judge, recipe.judge.batch_size),
+                          generation(judge, recipe.judge.batch_size)),
+        "image": RoleSpec(image, lambda: make_image_backend(image, recipe.images)),
+    }

@@ -36,8 +36,8 @@ class ChatBackend(Protocol):
     model_id: str
     revision: str | None
 
-    def generate(self, requests: list[ChatRequest], max_new_tokens: int = 256) -> list[str]:
-        """Return one answer string per request, in order."""
+    def generate(self, requests: list[ChatRequest], max_new_tokens: int | None = None) -> list[str]:
+        """Return one answer string per request, in order (`max_new_tokens` None: the backend's own budget)."""
         ...
 
 

@@ -1,4 +1,4 @@
-"""Image backend on a diffusers text-to-image pipeline (default: SD3.5-large-turbo, 512x512, 4 steps, guidance 0).
+"""Image backend on a diffusers text-to-image pipeline (default: SD3.5-large-turbo, 4 steps, guidance 0).
 
 Each batch is one pipeline call with a list of prompts and a list of generators, one `torch.Generator` seeded per
 image: diffusers draws image i's initial latents from generator i alone, so image i depends only on (prompt i,
@@ -41,8 +41,10 @@ class DiffusersImageBackend:
         num_inference_steps: int = 4,
         guidance_scale: float = 0.0,
         generator_device: str | None = None,
+        device: str | None = None,
     ) -> None:
-        """Wrap a built pipeline. `generator_device` defaults to the pipeline's device (CPU generators on CPU)."""
+        """Wrap a built pipeline. `generator_device` defaults to the pipeline's device (CPU generators on CPU);
+        `device` is where it computes (recorded in provenance; defaults to the pipeline's execution device)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.pipeline = pipeline
@@ -53,6 +55,7 @@ class DiffusersImageBackend:
         self.width = width
         self.num_inference_steps = num_inference_steps
         self.guidance_scale = guidance_scale
+        self.device = device or str(getattr(pipeline, "_execution_device", pipeline.device))
         self.generator_device = generator_device or str(pipeline.device)
         # Progress bars per call would flood the stage logs; the stage reports its own progress.
         pipeline.set_progress_bar_config(disable=True)
@@ -63,23 +66,46 @@ class DiffusersImageBackend:
         model_id: str | Path = DEFAULT_IMAGE_MODEL,
         *,
         revision: str | None = None,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
         device: str | None = None,
+        cpu_offload: str | None = None,
         **kwargs: Any,
     ) -> "DiffusersImageBackend":
-        """Load through `AutoPipelineForText2Image`; fp16 + CUDA when a GPU is present, fp32 CPU otherwise.
+        """Load through `AutoPipelineForText2Image` onto this rank's device; fp16 on a GPU, fp32 on CPU by default.
 
+        `device` defaults to `cuda:<LOCAL_RANK>` (or cpu), see `devices.rank_device`. `cpu_offload="model"` keeps the
+        pipeline in CPU memory and moves one component at a time to the device (`enable_model_cpu_offload`: the
+        device then holds only the largest component, e.g. SD3.5's 8B transformer, not the 4.8B T5 encoder beside
+        it); `"sequential"` moves layer by layer (`enable_sequential_cpu_offload`: least memory, much slower).
+        The dtype goes in under the keyword the installed diffusers reads (`pipeline_dtype_kwargs`).
         Remaining keyword arguments go to `__init__` (batch_size, height, width, num_inference_steps, ...).
         """
         from diffusers import AutoPipelineForText2Image
 
+        from .devices import rank_device
+
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
         dtype = _default_dtype() if dtype is None else dtype
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        pipeline = AutoPipelineForText2Image.from_pretrained(model_id, revision=revision, dtype=dtype)
-        pipeline = pipeline.to(device)
-        return cls(
-            pipeline, model_id=str(model_id), revision=hub_commit(model_id, "model_index.json", revision), **kwargs
-        )
+        if cpu_offload not in (None, "model", "sequential"):
+            raise ValueError(f"cpu_offload must be null, 'model' or 'sequential', got {cpu_offload!r}")
+        device = rank_device(device)
+        pipeline = AutoPipelineForText2Image.from_pretrained(model_id, revision=revision, **pipeline_dtype_kwargs(dtype))
+        if cpu_offload is None:
+            pipeline = pipeline.to(device)
+        elif device == "cpu":
+            raise ValueError("cpu_offload needs an accelerator device; on CPU the pipeline already lives in CPU memory")
+        elif cpu_offload == "model":
+            pipeline.enable_model_cpu_offload(device=device)
+        else:
+            pipeline.enable_sequential_cpu_offload(device=device)
+        return cls(pipeline, model_id=str(model_id), revision=hub_commit(model_id, "model_index.json", revision),
+                   device=device, **kwargs)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The pipeline's compute dtype."""
+        return self.pipeline.dtype
 
     def render(self, prompts: list[str], seeds: list[int], fields: list[dict[str, Any]]) -> list[Image.Image]:
         """Return one RGB PIL image per prompt, in order. Raises `ImageRenderError` on an unusable output."""
@@ -111,6 +137,20 @@ class DiffusersImageBackend:
         if len(images) != len(prompts):
             raise ImageRenderError(f"pipeline returned {len(images)} images for {len(prompts)} prompts")
         return [check_image(image, offset + i, (self.width, self.height)) for i, image in enumerate(images)]
+
+
+def pipeline_dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """The dtype keyword for `DiffusionPipeline.from_pretrained` on the installed diffusers.
+
+    Releases since mid-2026 (diffusers PR 14205) read `dtype` and deprecate `torch_dtype` (removal planned for 1.0);
+    older ones, down to the 0.35 floor, read only `torch_dtype` and pass an unknown `dtype` on to the components,
+    which then load in fp32 without a word. `_resolve_dtype` arrived with that change, so its presence tells which.
+    """
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401 (only its presence matters)
+    except ImportError:
+        return {"torch_dtype": dtype}
+    return {"dtype": dtype}
 
 
 def check_image(image: Any, index: int, size: tuple[int, int] | None = None) -> Image.Image:

@@ -57,7 +57,7 @@ class TemplateTextWriter:
     model_id = OFFLINE_TEXT_ID
     revision: str | None = "v1"
 
-    def generate(self, requests: list[ChatRequest], max_new_tokens: int = 256) -> list[str]:
+    def generate(self, requests: list[ChatRequest], max_new_tokens: int | None = None) -> list[str]:
         """One JSON answer per request (unknown tasks are a programming error and raise)."""
         return [self._answer(r) for r in requests]
 
@@ -176,7 +176,7 @@ class RuleBasedJudge:
     def __init__(self, flag_when_missing: bool = False):
         self.flag_when_missing = flag_when_missing
 
-    def generate(self, requests: list[ChatRequest], max_new_tokens: int = 256) -> list[str]:
+    def generate(self, requests: list[ChatRequest], max_new_tokens: int | None = None) -> list[str]:
         """One judge answer per request."""
         out = []
         for req in requests:

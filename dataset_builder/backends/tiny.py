@@ -227,7 +227,7 @@ def load_tiny_chat_processor(folder: str | Path):
     return _assemble_qwen_processor(proc_cls, image_processor, tokenizer, template)
 
 
-def _llava_parts(tokenizer):
+def _llava_parts(tokenizer, decoder: dict | None = None):
     """Model config and processor for a LLaVA style tiny model (CLIP vision tower + Llama text model)."""
     from transformers import CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
@@ -245,7 +245,7 @@ def _llava_parts(tokenizer):
     text = dict(
         model_type="llama",
         vocab_size=len(tokenizer),
-        **_TINY_DECODER,
+        **(decoder or _TINY_DECODER),
         bos_token_id=tokenizer.convert_tokens_to_ids("<s>"),
         eos_token_id=tokenizer.convert_tokens_to_ids("</s>"),
         pad_token_id=tokenizer.convert_tokens_to_ids("<pad>"),
@@ -312,6 +312,89 @@ def build_tiny_chat_vlm(out_dir: str | Path, family: str = "qwen2_5_vl", seed: i
     return _publish(final, staging)
 
 
+def _scripted_template(triggers: list[str]) -> str:
+    """The LLaVA template plus a dispatch: after "ASSISTANT:" it writes <|slot_k|> for the first trigger found in
+    the text of the last user turn (or <|slot_none|>), the only token the scripted weights look at."""
+    collect = (
+        "{% set ns = namespace(text='') %}"
+        "{% for message in messages %}{% if message['role'] == 'user' %}"
+        "{% if message['content'] is string %}{% set ns.text = message['content'] %}"
+        "{% else %}{% set ns.text = '' %}{% for part in message['content'] %}"
+        "{% if part['type'] == 'text' %}{% set ns.text = ns.text + part['text'] %}{% endif %}"
+        "{% endfor %}{% endif %}{% endif %}{% endfor %}"
+    )
+    dispatch = "".join(
+        ("{% if " if k == 0 else "{% elif ") + f"{json.dumps(t)} in ns.text %}}<|slot_{k}|>" for k, t in enumerate(triggers)
+    )
+    dispatch += ("{% else %}" if triggers else "") + "<|slot_none|>" + ("{% endif %}" if triggers else "")
+    head, _, _ = _LLAVA_TEMPLATE.rpartition("{% if add_generation_prompt %}")
+    return collect + head + "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}" + dispatch + "{% endif %}"
+
+
+def build_scripted_chat_vlm(out_dir: str | Path, answers: dict[str, str], fallback: str = "I cannot answer that.",
+                            decoder: dict | None = None, seed: int = _SEED) -> Path:
+    """Write a tiny LLaVA whose answer is fixed by its prompt: `answers[trigger]` for the first trigger (a substring
+    of the last user turn's text) that occurs, else `fallback`. Greedy and sampled decoding give the same answer.
+
+    A real model in every respect the serving and pipeline code sees (safetensors weights, tokenizer, processor,
+    chat template, images through the vision tower), built so tests can run a build end to end through a real
+    server: the chat template appends a per-trigger slot token, each answer is one added token, and the weights map
+    slot k -> answer token k -> end of sequence (attention and MLP outputs are zeroed, so the residual stream is the
+    token embedding; embeddings and the output head are set on orthogonal directions). `decoder` overrides the
+    language model's shape (e.g. a larger hidden size for memory benchmarks).
+    """
+    from tokenizers import AddedToken
+
+    triggers = list(answers)
+    texts = [answers[t] for t in triggers] + [fallback]
+    decoder = {**_TINY_DECODER, **(decoder or {})}
+    if 2 * len(texts) > decoder["hidden_size"]:
+        raise ValueError(f"{len(texts)} answers need hidden_size >= {2 * len(texts)}, got {decoder['hidden_size']}")
+    final, staging = _atomic_dir(Path(out_dir))
+    try:
+        tok = _fast_tokenizer(_train_bpe(_LLAVA_SPECIALS), unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                              pad_token="<pad>")
+        slots = [f"<|slot_{k}|>" for k in range(len(triggers))] + ["<|slot_none|>"]
+        tok.add_special_tokens({"additional_special_tokens": ["<image>", *slots]})
+        tok.add_tokens([AddedToken(t, special=False, normalized=False, single_word=False) for t in texts])
+        answer_ids = [tok.convert_tokens_to_ids(t) for t in texts]
+        slot_ids = tok.convert_tokens_to_ids(slots)
+        for text, token_id in zip(texts, answer_ids):
+            if tok.decode([token_id]) != text:
+                raise ValueError(f"answer {text!r} does not survive decoding as one token")
+        config, model_cls, processor = _llava_parts(tok, decoder)
+        processor.chat_template = _scripted_template(triggers)
+        torch.manual_seed(seed)
+        model = model_cls(config).eval()
+        if model.get_output_embeddings().weight is model.get_input_embeddings().weight:
+            raise ValueError("scripted VLM needs untied input and output embeddings")
+        width = decoder["hidden_size"]
+        n = len(texts)
+        eos = tok.convert_tokens_to_ids("</s>")
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.endswith(("o_proj.weight", "down_proj.weight")) and "language_model" in name:
+                    param.zero_()
+            embed = model.get_input_embeddings().weight
+            head = model.get_output_embeddings().weight
+            head.zero_()
+            basis = torch.eye(width)
+            for k in range(n):
+                embed[slot_ids[k]] = basis[k] * width**0.5  # RMS 1: the final norm leaves it unchanged
+                embed[answer_ids[k]] = basis[n + k] * width**0.5
+                head[answer_ids[k]] = basis[k] * 10.0  # logit 10*sqrt(width) for the right answer, 0 for the rest
+                head[eos] += basis[n + k] * 10.0
+        model.generation_config.eos_token_id = eos
+        model.generation_config.pad_token_id = tok.convert_tokens_to_ids("<pad>")
+        model.generation_config.do_sample = False
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return _publish(final, staging)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Stable Diffusion
 # --------------------------------------------------------------------------------------------------------------
@@ -334,11 +417,13 @@ def _write_clip_tokenizer_files(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
 
 
-def build_tiny_sd_pipeline(out_dir: str | Path, seed: int = _SEED, sample_size: int = 32) -> Path:
+def build_tiny_sd_pipeline(out_dir: str | Path, seed: int = _SEED, sample_size: int = 32,
+                           block_out_channels: tuple[int, int] = (8, 16)) -> Path:
     """Write a tiny random Stable Diffusion pipeline to `out_dir` (UNet, VAE, CLIP text encoder, tokenizer, scheduler).
 
     `AutoPipelineForText2Image.from_pretrained(out_dir)` loads it as a `StableDiffusionPipeline`. Images come out at
-    `sample_size` x `sample_size` pixels by default (the VAE downsamples by 2).
+    `sample_size` x `sample_size` pixels by default (the VAE downsamples by 2). Wider `block_out_channels` give a
+    larger UNet (for memory benchmarks); the default is the smallest that runs.
     """
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -371,7 +456,7 @@ def build_tiny_sd_pipeline(out_dir: str | Path, seed: int = _SEED, sample_size: 
             in_channels=4,
             out_channels=4,
             layers_per_block=1,
-            block_out_channels=(8, 16),
+            block_out_channels=tuple(block_out_channels),
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
             cross_attention_dim=32,

@@ -14,6 +14,7 @@ its model and processor; the answers are then those of the pipeline for a single
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +76,15 @@ class TransformersChatBackend:
         deterministic: bool = True,
         temperature: float = 0.7,
         top_p: float = 0.9,
+        max_new_tokens: int = 256,
     ) -> None:
-        """Wrap an already-built model and processor (e.g. tiny test models, or objects shared with other code)."""
+        """Wrap an already-built model and processor (e.g. tiny test models, or objects shared with other code).
+
+        `max_new_tokens` is the default answer budget of `generate` (the release uses 512)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         tokenizer = getattr(processor, "tokenizer", None)
         if tokenizer is None:
             raise ValueError(f"processor {type(processor).__name__} has no tokenizer; a chat model needs one")
@@ -96,6 +102,28 @@ class TransformersChatBackend:
         self.deterministic = deterministic
         self.temperature = temperature
         self.top_p = top_p
+        self.max_new_tokens = max_new_tokens
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's first parameters live (its input device)."""
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The model's parameter dtype."""
+        return self.model.dtype
+
+    def with_settings(self, **settings: Any) -> "TransformersChatBackend":
+        """Another backend on the SAME model and processor with other generation settings (batch_size,
+        deterministic, temperature, top_p, max_new_tokens): how the text and judge roles share one loaded VLM."""
+        current = dict(batch_size=self.batch_size, deterministic=self.deterministic, temperature=self.temperature,
+                       top_p=self.top_p, max_new_tokens=self.max_new_tokens)
+        unknown = sorted(set(settings) - set(current))
+        if unknown:
+            raise ValueError(f"with_settings: unknown generation setting(s) {unknown}; expected some of {sorted(current)}")
+        return TransformersChatBackend(self.model, self.processor, model_id=self.model_id, revision=self.revision,
+                                       **{**current, **settings})
 
     @classmethod
     def from_pretrained(
@@ -104,22 +132,36 @@ class TransformersChatBackend:
         *,
         revision: str | None = None,
         dtype: torch.dtype | str | None = None,
+        device: str | None = None,
         device_map: str | dict | None = None,
+        attn_implementation: str | None = None,
         processor: Any = None,
         **kwargs: Any,
     ) -> "TransformersChatBackend":
-        """Load a Hub id or a local folder. dtype defaults to bf16 on GPU / fp32 on CPU; device_map to "auto" on GPU.
+        """Load a Hub id or a local folder onto this rank's device. dtype defaults to bf16 on GPU / fp32 on CPU.
 
-        `processor` overrides loading the processor (the tiny Qwen test models need this without torchvision).
-        Remaining keyword arguments go to `__init__` (batch_size, deterministic, temperature, top_p).
+        `device` defaults to `cuda:<LOCAL_RANK>` (or cpu), see `devices.rank_device`; the weights are loaded straight
+        onto it. `device_map="auto"` (one process spreading a model over all visible GPUs) is refused when several
+        ranks run, since every rank would then fill GPU 0 first. `processor` overrides loading the processor (the tiny
+        Qwen test models need this without torchvision). Remaining keyword arguments go to `__init__`.
         """
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
+        from .devices import rank_device
+
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
         dtype = _default_dtype() if dtype is None else dtype
-        if device_map is None and torch.cuda.is_available():
-            device_map = "auto"
+        if device_map is not None:
+            if device_map == "auto" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                raise ValueError("device_map='auto' with WORLD_SIZE > 1 would put every rank's model on the same GPUs; "
+                                 "leave device_map unset (each rank uses cuda:<LOCAL_RANK>) or run one process")
+        else:
+            target = rank_device(device)
+            device_map = None if target == "cpu" else {"": target}
+        extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
         model = AutoModelForImageTextToText.from_pretrained(
-            model_id, revision=revision, dtype=dtype, device_map=device_map
+            model_id, revision=revision, dtype=dtype, device_map=device_map, **extra
         )
         if processor is None:
             processor = AutoProcessor.from_pretrained(model_id, revision=revision)
@@ -136,8 +178,9 @@ class TransformersChatBackend:
 
     # ----------------------------------------------------------------------------------------------------------
 
-    def generate(self, requests: list[ChatRequest], max_new_tokens: int = 256) -> list[str]:
+    def generate(self, requests: list[ChatRequest], max_new_tokens: int | None = None) -> list[str]:
         """Return the newly generated text for each request, in order (batches of `batch_size`)."""
+        max_new_tokens = self.max_new_tokens if max_new_tokens is None else max_new_tokens
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         for index, request in enumerate(requests):

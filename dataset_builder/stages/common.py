@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from ..backends.base import ChatBackend, ImageBackend
+from ..backends.lifecycle import BackendPool
 from ..recipe import Recipe
 from ..runstore import StageStore, atomic_write_json, barrier, digest_keys
 
@@ -30,20 +30,46 @@ def rank_world(use_accelerate: bool = False) -> tuple[int, int]:
     return rank, world
 
 
-@dataclass
 class RunContext:
-    """Everything a stage needs: run folder, recipe, backends, shard position and a progress switch."""
+    """Everything a stage needs: run folder, recipe, backends, shard position and a progress switch.
 
-    run_dir: Path
-    recipe: Recipe
-    text_backend: ChatBackend | None = None
-    image_backend: ImageBackend | None = None
-    judge_backend: ChatBackend | None = None
-    rank: int = 0
-    world: int = 1
-    progress: bool = True
-    limit_pairs: int | None = None
-    log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
+    Backends come from a `BackendPool` and are built on first access (`ctx.text_backend` inside a stage's batch
+    function), so a stage with nothing left to do never loads its model. Backends passed directly are used as given.
+    """
+
+    def __init__(self, run_dir: Path, recipe: Recipe, text_backend: ChatBackend | None = None,
+                 image_backend: ImageBackend | None = None, judge_backend: ChatBackend | None = None, *,
+                 rank: int = 0, world: int = 1, progress: bool = True, limit_pairs: int | None = None,
+                 log: Callable[[str], None] | None = None, backends: BackendPool | None = None,
+                 barrier_timeout_s: float = 86400.0) -> None:
+        self.run_dir = Path(run_dir)
+        self.recipe = recipe
+        injected = {"text": text_backend, "image": image_backend, "judge": judge_backend}
+        if backends is None:
+            backends = BackendPool({}, injected)
+        else:
+            backends.injected.update({k: v for k, v in injected.items() if v is not None})
+        self.backends = backends
+        self.rank, self.world = rank, world
+        self.progress = progress
+        self.limit_pairs = limit_pairs
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.barrier_timeout_s = barrier_timeout_s
+
+    @property
+    def text_backend(self) -> ChatBackend:
+        """The text writer (built on first use)."""
+        return self.backends.get("text")
+
+    @property
+    def image_backend(self) -> ImageBackend:
+        """The image renderer (built on first use)."""
+        return self.backends.get("image")
+
+    @property
+    def judge_backend(self) -> ChatBackend:
+        """The judge (built on first use)."""
+        return self.backends.get("judge")
 
     def store(self, stage: str) -> StageStore:
         """The record store of `stage`."""
@@ -93,7 +119,7 @@ def run_items(
         bar.close()
     atomic_write_json(store.root / f"rank-{ctx.rank}-of-{ctx.world}.json",
                       {"stage": stage, "assigned": len(mine), "processed_this_run": done_now})
-    barrier(ctx.run_dir, f"{stage}-{digest_keys(keys)}", ctx.rank, ctx.world)
+    barrier(ctx.run_dir, f"{stage}-{digest_keys(keys)}", ctx.rank, ctx.world, timeout_s=ctx.barrier_timeout_s)
 
 
 def load_records(ctx: RunContext, stage: str, keys: Iterable[str]) -> dict[str, dict[str, Any]]:

@@ -34,26 +34,51 @@ def _side(prefix: str, c: Concept, caps: list[str], k: int, png: bytes, seed: in
 
 
 def select_samples(pairs: list[Pair], captions: dict[str, dict[str, Any]], images: dict[str, dict[str, Any]],
-                   judge: dict[str, dict[str, Any]]) -> tuple[list[tuple[Pair, int]], Counter[str]]:
-    """(pair, k) for every matched sample whose two images both passed, and drop counts by reason."""
+                   judge: dict[str, dict[str, Any]], pairing: str = "matched") -> tuple[list[tuple[Pair, int, int]], Counter[str]]:
+    """(pair, i, j) for every sample kept: image i of the concept and image j of its twin, both passed by the judge.
+
+    `pairing="matched"` pairs caption k with caption k (i == j, at most N samples per pair); `"all"` takes every
+    combination of a passed image of one side with a passed image of the other (up to N x N), as the released
+    training data does. Drop counts say why a candidate sample was not kept.
+    """
+    if pairing not in ("matched", "all"):
+        raise ValueError(f"export.caption_pairing must be 'matched' or 'all', got {pairing!r}")
+
     def passed(key: str) -> bool:
         return images.get(key, {}).get("status") == "ok" and judge.get(key, {}).get("passed") is True
 
-    kept: list[tuple[Pair, int]] = []
+    kept: list[tuple[Pair, int, int]] = []
     drops: Counter[str] = Counter()
     for p in pairs:
-        n = min(len(captions[p.a.concept_id]["captions"]), len(captions[p.b.concept_id]["captions"]))
+        n_a, n_b = len(captions[p.a.concept_id]["captions"]), len(captions[p.b.concept_id]["captions"])
+        if pairing == "matched":
+            candidates = [(k, k) for k in range(min(n_a, n_b))]
+        else:
+            candidates = [(i, j) for i in range(n_a) for j in range(n_b)]
         n_kept = 0
-        for k in range(n):
-            ok_a, ok_b = passed(image_key(p.a.concept_id, k)), passed(image_key(p.b.concept_id, k))
+        for i, j in candidates:
+            ok_a, ok_b = passed(image_key(p.a.concept_id, i)), passed(image_key(p.b.concept_id, j))
             if ok_a and ok_b:
-                kept.append((p, k))
+                kept.append((p, i, j))
                 n_kept += 1
             else:
                 drops["sample_dropped:" + ("both_sides_failed" if not (ok_a or ok_b) else "one_side_failed")] += 1
         if n_kept == 0:
             drops["pair_without_samples"] += 1
     return kept, drops
+
+
+def export_features(pairing: str):  # -> datasets.Features
+    """The row schema; `pairing="all"` adds `twin_sample_index` (the twin's caption/image index differs from the
+    concept's `sample_index` there), placed right after `sample_index`."""
+    features = row_features()
+    if pairing != "all":
+        return features
+    from datasets import Features, Value
+
+    items = list(features.items())
+    at = [name for name, _ in items].index("sample_index") + 1
+    return Features(dict(items[:at] + [("twin_sample_index", Value("int32"))] + items[at:]))
 
 
 def assign_splits(pair_ids: list[str], fractions: dict[str, float]) -> dict[str, str]:
@@ -79,16 +104,19 @@ def run(ctx: RunContext, output_dir: Path, pairs: list[Pair], concepts: dict[str
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    kept, drops = select_samples(pairs, captions, images, judge)
-    split_of = assign_splits(sorted({p.pair_id for p, _ in kept}), ctx.recipe.export.split_fractions)
-    features = row_features()
+    pairing = ctx.recipe.export.caption_pairing
+    kept, drops = select_samples(pairs, captions, images, judge, pairing)
+    split_of = assign_splits(sorted({p.pair_id for p, _, _ in kept}), ctx.recipe.export.split_fractions)
+    features = export_features(pairing)
     schema = features.arrow_schema
-    text_model = ctx.text_backend.model_id if ctx.text_backend is not None else "unknown"
+    text_model = ctx.backends.identity("text")[0]
 
-    def rows(samples: list[tuple[Pair, int]]) -> Iterator[dict[str, Any]]:
-        for p, k in samples:
-            row: dict[str, Any] = {"pair_id": p.pair_id, "sample_index": k}
-            for prefix, c in (("", concepts[p.a.concept_id]), ("twin_", concepts[p.b.concept_id])):
+    def rows(samples: list[tuple[Pair, int, int]]) -> Iterator[dict[str, Any]]:
+        for p, i, j in samples:
+            row: dict[str, Any] = {"pair_id": p.pair_id, "sample_index": i}
+            if pairing == "all":
+                row["twin_sample_index"] = j
+            for prefix, c, k in (("", concepts[p.a.concept_id], i), ("twin_", concepts[p.b.concept_id], j)):
                 key = image_key(c.concept_id, k)
                 img_rec = images[key]
                 row.update(_side(prefix, c, captions[c.concept_id]["captions"], k, read_image_bytes(ctx, img_rec),
@@ -106,8 +134,8 @@ def run(ctx: RunContext, output_dir: Path, pairs: list[Pair], concepts: dict[str
     split_bytes: dict[str, int] = {}
     per_shard = max(1, ctx.recipe.export.rows_per_shard)
     for split in SPLITS:
-        samples = [(p, k) for p, k in kept if split_of[p.pair_id] == split]
-        samples.sort(key=lambda pk: (pk[0].pair_id, pk[1]))
+        samples = [s for s in kept if split_of[s[0].pair_id] == split]
+        samples.sort(key=lambda s: (s[0].pair_id, s[1], s[2]))
         n_shards = max(1, math.ceil(len(samples) / per_shard))
         split_rows[split], split_bytes[split] = len(samples), 0
         for i in range(n_shards):
@@ -124,7 +152,8 @@ def run(ctx: RunContext, output_dir: Path, pairs: list[Pair], concepts: dict[str
         if stale.name not in written:
             stale.unlink()  # shards of an earlier export with another shard count
 
-    export_stats = {"rows": split_rows, "pairs": dict(Counter(split_of.values())), "sample_drops": dict(sorted(drops.items()))}
+    export_stats = {"rows": split_rows, "pairs": dict(Counter(split_of.values())), "caption_pairing": pairing,
+                    "sample_drops": dict(sorted(drops.items()))}
     stats = {**stats, "export": export_stats}
     atomic_write_json(output_dir / "provenance.json", {**provenance, "statistics": stats})
     from ..card import write_card

@@ -52,7 +52,6 @@ def validate_image(image: Any, size: tuple[int, int]) -> tuple[bytes | None, str
 def run(ctx: RunContext, concepts: dict[str, Concept], captions: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Image records by image key for every (concept, caption index)."""
     settings = ctx.recipe.images
-    backend = ctx.image_backend
     items: dict[str, tuple[Concept, int, str]] = {}
     for cid, rec in captions.items():
         for k, cap in enumerate(rec["captions"]):
@@ -62,6 +61,7 @@ def run(ctx: RunContext, concepts: dict[str, Concept], captions: dict[str, dict[
     size = (settings.width, settings.height)
 
     def process(batch: list[str]) -> dict[str, dict[str, Any]]:
+        backend = ctx.image_backend  # built on first use: a resumed run with no images left never loads it
         prompts = [items[k][2] + settings.prompt_suffix for k in batch]
         seeds = [derive_seed(ctx.recipe.seed, STAGE, k) for k in batch]
         fields = [image_fields(items[k][0], items[k][2]) for k in batch]

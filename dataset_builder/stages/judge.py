@@ -1,5 +1,8 @@
 """Stage 5, judge: the VLM scores each image 1-5 on authenticity, consistency and cultural fidelity.
 
+The judge sees the image (shrunk to `image_max_side` first: a 1024² render costs a VLM ~4x the image tokens of a
+512² one and shows no more for these questions) with the concept, its country and category, its context and visual
+features (judge.v2, as the release judges on concept + context; judge.v1 showed the caption instead).
 Keep rule (released setup): drop an image if any score is at most `drop_if_any_at_most` (1) or the mean is at most
 `min_mean` (3). An unparseable verdict drops the image with the parse reason; it is never given default scores.
 """
@@ -12,7 +15,7 @@ from typing import Any
 
 from PIL import Image
 
-from ..parsing import Rejected, parse_judge
+from ..parsing import SCORE_NAMES, Rejected, parse_judge
 from ..prompts import load_prompt, make_request
 from ..runstore import derive_seed
 from ..schema import Concept
@@ -32,6 +35,15 @@ def verdict(scores: dict[str, int], drop_if_any_at_most: int, min_mean: float) -
     return reasons
 
 
+def shrink(image: Image.Image, max_side: int | None) -> Image.Image:
+    """The image scaled down (aspect ratio kept, Lanczos) so its longer side is at most `max_side`; never enlarged."""
+    if max_side is None or max(image.size) <= max_side:
+        return image
+    scale = max_side / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
 def run(ctx: RunContext, concepts: dict[str, Concept], captions: dict[str, dict[str, Any]],
         images: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Judge records by image key for every kept image."""
@@ -45,9 +57,9 @@ def run(ctx: RunContext, concepts: dict[str, Concept], captions: dict[str, dict[
             rec = images[key]
             c = concepts[rec["concept_id"]]
             caption = captions[c.concept_id]["captions"][rec["index"]]
-            image = Image.open(io.BytesIO(read_image_bytes(ctx, rec))).convert("RGB")
-            requests.append(make_request("judge", prompt, image_fields(c, caption),
-                                         derive_seed(ctx.recipe.seed, STAGE, key), image))
+            image = shrink(Image.open(io.BytesIO(read_image_bytes(ctx, rec))).convert("RGB"), settings.image_max_side)
+            fields = {**image_fields(c, caption), "context": c.context}
+            requests.append(make_request("judge", prompt, fields, derive_seed(ctx.recipe.seed, STAGE, key), image))
         answers = ctx.judge_backend.generate(requests)
         out = {}
         for key, req, answer in zip(batch, requests, answers):
@@ -66,17 +78,29 @@ def run(ctx: RunContext, concepts: dict[str, Concept], captions: dict[str, dict[
     return load_records(ctx, STAGE, keys)
 
 
-def judge_summary(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Pass rate and drop reasons over judged images."""
+def judge_summary(records: dict[str, dict[str, Any]], drop_if_any_at_most: int = 1) -> dict[str, Any]:
+    """Pass rate, drop reasons, and per criterion the mean +- std (population) of the parsed scores and how many
+    images scored at most `drop_if_any_at_most` on it."""
     reasons: Counter[str] = Counter()
     passed = 0
+    scores: dict[str, list[int]] = {name: [] for name in SCORE_NAMES}
     for rec in records.values():
         if rec["status"] != "ok":
             reasons[rec["reason"]] += 1
-        elif rec["passed"]:
+            continue
+        for name in SCORE_NAMES:
+            scores[name].append(int(rec["scores"][name]))
+        if rec["passed"]:
             passed += 1
         else:
             reasons.update(rec["drop_reasons"])
     total = len(records)
+    criteria = {}
+    for name, values in scores.items():
+        if values:
+            mean = sum(values) / len(values)
+            std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+            criteria[name] = {"mean": round(mean, 3), "std": round(std, 3), "n": len(values),
+                              f"at_most_{drop_if_any_at_most}": sum(v <= drop_if_any_at_most for v in values)}
     return {"judged": total, "passed": passed, "pass_rate": round(passed / total, 4) if total else None,
-            "drop_reasons": dict(sorted(reasons.items()))}
+            "drop_reasons": dict(sorted(reasons.items())), "criteria": criteria}

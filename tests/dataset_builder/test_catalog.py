@@ -115,7 +115,7 @@ def test_recipes_mirror_the_release_and_demo():
     paper = load_recipe("paper")
     assert paper.concepts.source == "top-down" and paper.concepts.countries == "all"
     assert paper.captions.per_side == 10 and paper.captions.max_words == 15
-    assert (paper.images.width, paper.images.height, paper.images.steps, paper.images.guidance) == (512, 512, 4, 0.0)
+    assert (paper.images.width, paper.images.height, paper.images.steps, paper.images.guidance) == (1024, 1024, 4, 0.0)
     assert paper.text_backend.model_id == "Qwen/Qwen2.5-VL-7B-Instruct"
     assert paper.image_backend.model_id == "stabilityai/stable-diffusion-3.5-large-turbo"
     assert (paper.judge.drop_if_any_at_most, paper.judge.min_mean) == (1, 3.0)
