@@ -20,9 +20,11 @@ from .embedders import TextEmbedder
 from .prompts import load_prompt
 from .recipe import Recipe, load_recipe
 from .runstore import atomic_write_json, read_json
+from .stages import bottom_up as bottom_up_stage
 from .stages import captions as captions_stage
 from .stages import concepts as concepts_stage
 from .stages import export as export_stage
+from .stages import image_check as image_check_stage
 from .stages import images as images_stage
 from .stages import judge as judge_stage
 from .stages import twins as twins_stage
@@ -101,6 +103,9 @@ def build(
         pool.end_stage("captions", release=() if keep else ("text",))
         image_recs = images_stage.run(ctx, side_concepts, caption_recs)
         pool.end_stage("images", release=() if keep else ("image",))
+        # optional: do the rendered twins look alike? (off unless the recipe sets twins.image_check)
+        pairs, image_drops = image_check_stage.run(ctx, pairs, image_recs)
+        side_concepts = twins_stage.pair_concepts(pairs)
         judge_recs = judge_stage.run(ctx, side_concepts, caption_recs, image_recs)
         pool.end_stage("judge", release=() if keep else ("judge",))
     finally:
@@ -113,8 +118,10 @@ def build(
         return {"rank": rank, "world": world, "exported": False, "memory": memory, "servers": server_stats}
 
     stats = {
-        "concepts": status_counts(ctx.store("concepts").all_records()),
-        "twins": {**status_counts(ctx.store("twins").all_records()), **dict(twin_drops), "pairs": len(pairs)},
+        "concepts": {**status_counts(ctx.store("concepts").all_records()),
+                     **({"screening": screening} if (screening := bottom_up_stage.screening_summary(ctx)) else {})},
+        "twins": {**status_counts(ctx.store("twins").all_records()), **dict(twin_drops), **dict(image_drops),
+                  "pairs": len(pairs)},
         "captions": {**status_counts(caption_recs.values()),
                      "caption_rejections": captions_stage.caption_rejections(caption_recs)},
         "images": status_counts(image_recs.values()),

@@ -46,10 +46,11 @@ def shrink(image: Image.Image, max_side: int | None) -> Image.Image:
 
 def run(ctx: RunContext, concepts: dict[str, Concept], captions: dict[str, dict[str, Any]],
         images: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Judge records by image key for every kept image."""
+    """Judge records by image key for every rendered image of `concepts` (pairs an earlier check dropped are not
+    judged)."""
     settings = ctx.recipe.judge
     prompt = load_prompt(settings.prompt)
-    keys = sorted(k for k, rec in images.items() if rec["status"] == "ok")
+    keys = sorted(k for k, rec in images.items() if rec["status"] == "ok" and rec["concept_id"] in concepts)
 
     def process(batch: list[str]) -> dict[str, dict[str, Any]]:
         requests = []

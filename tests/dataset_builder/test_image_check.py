@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 
@@ -69,7 +70,7 @@ def test_image_check_keeps_pairs_whose_renders_look_alike(tmp_path, tiny_clip):
             sims.append(float(va @ vb))
         expected[p.pair_id] = float(np.mean(sims))
     cut = sorted(expected.values())[1]  # keeps the two most alike pairs, drops one
-    ctx = dataclasses.replace(ctx, recipe=dataclasses.replace(ctx.recipe, twins=dataclasses.replace(
+    ctx = _with_recipe(ctx, dataclasses.replace(ctx.recipe, twins=dataclasses.replace(
         ctx.recipe.twins, image_check=ImageCheckSettings(model=tiny_clip, min_similarity=cut))))
     CountingEmbedder.calls = 0
     counting = CountingEmbedder(embedder.model, embedder.image_processor, embedder.name)
@@ -87,7 +88,7 @@ def test_image_check_keeps_pairs_whose_renders_look_alike(tmp_path, tiny_clip):
 
 def test_image_check_is_off_by_default_and_counts_missing_images(tmp_path, tiny_clip):
     ctx, pairs, recs = _rendered(tmp_path / "b", -1.0, tiny_clip)
-    off = dataclasses.replace(ctx, recipe=dataclasses.replace(ctx.recipe, twins=dataclasses.replace(
+    off = _with_recipe(ctx, dataclasses.replace(ctx.recipe, twins=dataclasses.replace(
         ctx.recipe.twins, image_check=None)))
     assert image_check.run(off, pairs, recs) == (pairs, {})
     assert load_recipe("paper").twins.image_check is None and load_recipe("demo").twins.image_check is None
@@ -96,3 +97,44 @@ def test_image_check_is_off_by_default_and_counts_missing_images(tmp_path, tiny_
     kept, drops = image_check.run(ctx, pairs, broken)
     assert [p.pair_id for p in kept] == [p.pair_id for p in pairs[1:]]
     assert drops == {"image_check:no_image_pair": 1}
+
+
+def test_build_applies_the_image_check_before_the_judge(tmp_path, tiny_clip):
+    """Through `build()`: a pair the image check drops has no rows, is never judged, and is counted."""
+    import datasets
+
+    from dataset_builder.pipeline import build
+
+    recipe = load_recipe("demo")
+    recipe = dataclasses.replace(recipe, captions=dataclasses.replace(recipe.captions, per_side=2),
+                                 twins=dataclasses.replace(recipe.twins, image_check=ImageCheckSettings(
+                                     model=tiny_clip, min_similarity=-1.0)))
+    everything = build(recipe, tmp_path / "all", limit_pairs=4, progress=False)
+    kept_all = everything["statistics"]["twins"]["pairs"]
+    records = [rec for rec in _records(tmp_path / "all" / "run" / "image_check")]
+    cut = sorted(r["similarity"] for r in records)[1]  # drops the least alike of the 4 pairs
+    strict = dataclasses.replace(recipe, twins=dataclasses.replace(recipe.twins, image_check=ImageCheckSettings(
+        model=tiny_clip, min_similarity=cut)))
+    summary = build(strict, tmp_path / "strict", limit_pairs=4, progress=False)
+    dropped = min(records, key=lambda r: r["similarity"])["key"]
+    assert kept_all == 4 and summary["statistics"]["twins"]["pairs"] == 3
+    assert summary["statistics"]["twins"]["image_check:low_image_similarity"] == 1
+    rows = datasets.load_dataset(str(tmp_path / "strict"), cache_dir=str(tmp_path / "cache"))
+    pair_ids = {p for split in rows.values() for p in split["pair_id"]}
+    assert dropped not in pair_ids and len(pair_ids) == 3
+    judged_all = _records(tmp_path / "all" / "run" / "judge")
+    judged = _records(tmp_path / "strict" / "run" / "judge")
+    assert len(judged_all) == 16 and len(judged) == 12  # 2 sides x 2 samples per pair; the dropped pair not judged
+
+
+def _with_recipe(ctx, recipe):
+    """The same run context with another recipe (RunContext is a plain class: copy, then set)."""
+    other = copy.copy(ctx)
+    other.recipe = recipe
+    return other
+
+
+def _records(stage_dir):
+    import json
+
+    return [json.loads(p.read_text()) for p in sorted((stage_dir / "items").glob("*.json"))]
