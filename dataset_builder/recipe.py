@@ -235,10 +235,13 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         raise FileNotFoundError(f"recipe {name_or_path!r} not found (packaged recipes: {known})")
     text = path.read_text(encoding="utf-8")
     data = yaml.safe_load(text)
-    if isinstance(data, dict) and "departures" in data:
-        raise ValueError(f"{path}: 'departures' is read from the header comments (# departure: ...), not a field")
+    # a recipe written back from provenance (`Recipe.to_dict`) lists its departures as a field; a hand-written one
+    # states them in its header comments
+    listed = data.get("departures", []) if isinstance(data, dict) else []
+    if not (isinstance(listed, list) and all(isinstance(item, str) for item in listed)):
+        raise ValueError(f"{path}: departures must be a list of strings, got {listed!r}")
     recipe = _build(Recipe, data, str(path))
-    recipe.departures = header_departures(text)
+    recipe.departures = list(dict.fromkeys([*recipe.departures, *header_departures(text)]))
     for attr in ("captions", "images", "judge"):
         if getattr(recipe, attr).__class__ is dict:  # pragma: no cover - guarded by _build
             raise ValueError(f"{path}: {attr} must be a mapping")

@@ -26,10 +26,10 @@ GENERATION_OPTIONS = frozenset({"batch_size", "deterministic", "temperature", "t
 
 def offline_identity(kind: str) -> tuple[str, str] | None:
     """(model_id, revision) of an offline backend kind, known without building it."""
-    from . import offline
+    from .offline import OFFLINE_IMAGE_ID, OFFLINE_JUDGE_ID, OFFLINE_TEXT_ID
 
-    return {"offline-template": (offline.OFFLINE_TEXT_ID, "v1"), "offline-rule-judge": (offline.OFFLINE_JUDGE_ID, "v1"),
-            "offline-twemoji": (offline.OFFLINE_IMAGE_ID, "v1")}.get(kind)
+    return {"offline-template": (OFFLINE_TEXT_ID, "v1"), "offline-rule-judge": (OFFLINE_JUDGE_ID, "v1"),
+            "offline-twemoji": (OFFLINE_IMAGE_ID, "v1")}.get(kind)
 
 
 def share_key(spec: Any) -> str:

@@ -44,7 +44,7 @@ def tiny_recipe(path: Path, models: dict[str, Path], **runtime) -> Path:
         "name": "tiny-models", "seed": 5, "text_backend": vlm, "judge_backend": vlm,
         "image_backend": {"kind": "diffusers", "model_id": str(models["sd"]), "options": {"dtype": "float32"}},
         "concepts": {"source": "top-down", "countries": ["JP", "PE", "KE", "FR"], "categories": ["Cuisine"]},
-        "twins": {"embedder": "hashed-ngram", "min_feature_similarity": 0.3},
+        "twins": {"embedder": "offline-hashed-ngram", "min_feature_similarity": 0.3},
         "captions": {"per_side": 2},
         "images": {"width": 32, "height": 32, "steps": 1, "batch_size": 1},  # batch 1: no batch-rounding differences
         "judge": {"prompt": "judge.v2", "batch_size": 4},

@@ -140,3 +140,16 @@ def test_chat_backends_take_their_token_budget_and_sampling_from_the_recipe(tmp_
     assert sampled.generate([request]) == ["a fixed answer"]
     with pytest.raises(ValueError, match="unknown generation setting"):
         backend.with_settings(dtype="float16")
+
+
+def test_a_recipe_written_back_from_provenance_loads_with_its_departures(tmp_path):
+    paper = load_recipe("paper")
+    saved = tmp_path / "from-provenance.yaml"
+    saved.write_text(json.dumps(paper.to_dict()), encoding="utf-8")
+    again = load_recipe(saved)
+    assert again.departures == paper.departures and again.output_dict() == paper.output_dict()
+    bad = paper.to_dict()
+    bad["departures"] = "one string"
+    saved.write_text(json.dumps(bad), encoding="utf-8")
+    with pytest.raises(ValueError, match="departures"):
+        load_recipe(saved)

@@ -45,7 +45,7 @@ def write_recipe(path: Path, model_dir: Path, url: str) -> Path:
         "image_backend": {"kind": "offline-twemoji", "options": {"flag_when_missing": True}},
         "text_batch_size": 8,
         "concepts": {"source": "top-down", "countries": COUNTRIES, "categories": ["Cuisine"]},
-        "twins": {"embedder": "hashed-ngram", "min_feature_similarity": 0.3},
+        "twins": {"embedder": "offline-hashed-ngram", "min_feature_similarity": 0.3},
         "captions": {"per_side": 4},
         "images": {"width": 64, "height": 64, "batch_size": 16},
         "judge": {"prompt": "judge.v2", "batch_size": 16},
