@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import copy
 import io
-import json
 import os
 import sys
 import time
@@ -39,8 +38,8 @@ from PIL import Image  # noqa: E402
 from transformers import CLIPConfig, CLIPModel  # noqa: E402
 
 from benchmarks.roofline import (  # noqa: E402
-    Rate, best_seconds, count_flops, describe_machine, describe_peaks, linear_params, machine_info, rooflines,
-    transformer_flops,
+    Rate, best_seconds, check_output, count_flops, describe_machine, describe_peaks, linear_params, machine_info, rooflines,
+    transformer_flops, write_report,
 )
 from evaluate_suite import DualEncoder, get_benchmark  # noqa: E402
 from evaluate_suite.encoders import cast_for_precision  # noqa: E402
@@ -196,7 +195,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--peak-sizes", type=lambda s: [int(x) for x in s.split(",")], default=None,
                         help="matmul sizes for the roofline, e.g. 1024,2048")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     args = parser.parse_args(argv)
+    check_output(args.json, args.overwrite)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     device = torch.device(args.device)
     info = machine_info(device)
@@ -284,8 +285,7 @@ def main(argv: list[str] | None = None) -> dict:
         report["scenarios"][label] = entry
 
     report["pipeline"] = pipeline_rates(model32, model16, processor, data, args, peaks, per_image)
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    write_report(args.json, report)
     return report
 
 

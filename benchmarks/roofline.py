@@ -12,13 +12,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 from evaluate_suite.precision import DTYPES, cpu_flags
@@ -59,12 +63,11 @@ def matmul_peak(precision: str, device: torch.device | str = "cpu", sizes: Itera
     best, best_size = 0.0, sizes[0]
     generator = torch.Generator().manual_seed(0)
     for n in sizes:
-        a = torch.randn(n, n, generator=generator).to(device, dtype)
-        b = torch.randn(n, n, generator=generator).to(device, dtype)
-        rate = 2 * n ** 3 / best_seconds(lambda: a @ b, repeats, device)
+        pair = (torch.randn(n, n, generator=generator).to(device, dtype),
+                torch.randn(n, n, generator=generator).to(device, dtype))
+        rate = 2 * n ** 3 / best_seconds(lambda: pair[0] @ pair[1], repeats, device)
         if rate > best:
             best, best_size = rate, n
-        del a, b
     return {"flops_per_s": best, "size": best_size}
 
 
@@ -75,9 +78,23 @@ def rooflines(device: torch.device | str = "cpu", precisions: Iterable[str] = ("
     return {p: matmul_peak(p, device, sizes, repeats) for p in precisions}
 
 
+def _cpu_attention(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_flop_count(query, key, value)
+
+
+def _cpu_attention_backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+# FlopCounterMode knows the CUDA attention kernels but not the CPU one that scaled_dot_product_attention runs here
+CPU_ATTENTION_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention,
+                  torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward:
+                      _cpu_attention_backward}
+
+
 def count_flops(fn: Callable[[], object]) -> int:
     """FLOPs of the operators `fn` runs (FlopCounterMode: matmul, conv, attention, forward and backward)."""
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
         fn()
     return int(counter.get_total_flops())
 
@@ -162,6 +179,26 @@ def describe_peaks(peaks: dict[str, dict[str, float]]) -> str:
     return "roofline (best square matmul, measured now): " + ", ".join(parts)
 
 
-__all__ = ["Rate", "best_seconds", "count_flops", "cpu_model_and_flags", "describe_machine",
+
+
+def check_output(path: str | None, overwrite: bool) -> None:
+    """Exit with status 2 before any work when `path` exists and `overwrite` was not given."""
+    if path and os.path.exists(path) and not overwrite:
+        print(f"error: {path} exists; pass --overwrite to replace it", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def write_report(path: str | None, report: dict) -> None:
+    """Write `report` as JSON through a temp file and a rename (never half a file)."""
+    if not path:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".report.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+__all__ = ["CPU_ATTENTION_FLOPS", "Rate", "best_seconds", "check_output", "count_flops", "cpu_model_and_flags", "describe_machine",
            "describe_peaks", "fraction", "linear_params", "machine_info", "matmul_peak", "rooflines",
-           "synchronize", "transformer_flops"]
+           "synchronize", "transformer_flops", "write_report"]

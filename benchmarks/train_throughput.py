@@ -137,7 +137,10 @@ class FlopWindow:
     def __init__(self, first: int, stop: int):
         from torch.utils.flop_counter import FlopCounterMode
 
-        self.first, self.stop, self.mode, self.flops = first, stop, FlopCounterMode(display=False), None
+        from benchmarks.roofline import CPU_ATTENTION_FLOPS
+
+        self.first, self.stop, self.flops = first, stop, None
+        self.mode = FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS)
 
     def __call__(self, step: int, _model) -> None:
         if step == self.first:
@@ -233,7 +236,8 @@ def run_trainer(opts, data, model, processor, output: str) -> dict:
             "flops_per_sample": flops, "first_step_s": timings[1][1] - timings[0][1]}
 
 
-def child(opts) -> None:
+def measure(opts) -> dict:
+    """One variant's figures (run in the variant's own process unless --in-process)."""
     import torch
 
     torch.set_num_threads(opts.threads)
@@ -248,15 +252,22 @@ def child(opts) -> None:
         row["memory_kind"] = "CUDA max allocated"
     else:
         row["peak_memory_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-        row["memory_kind"] = "peak RSS"
+        row["memory_kind"] = "peak RSS" + (" of the shared process (--in-process)" if opts.in_process else "")
     row.update(variant=opts.variant, compiled=opts.compile_towers, analytic_flops_per_sample=analytic,
                params_m=sum(p.numel() for p in model.parameters()) / 1e6)
-    print(json.dumps(row))
+    return row
 
 
 def run_variant(opts, scenario: str, variant: str, compile_towers: bool, threads: int) -> dict:
     """One variant in a fresh process (its own peak memory); returns the child's JSON line."""
     setup = SCENARIOS[scenario]
+    if opts.in_process:  # smoke runs: no process start-up per variant, peak memory shared
+        child_opts = argparse.Namespace(**{**vars(opts), "scenario": scenario, "variant": variant,
+                                           "compile_towers": compile_towers, "threads": threads,
+                                           "batch": opts.batch or setup["batch"], "shape": setup["shape"],
+                                           "finetune": setup["finetune"], "objective": setup["objective"],
+                                           "image_size": SMALL["image_size"] if opts.small else setup["image_size"]})
+        return measure(child_opts)
     command = [sys.executable, __file__, "--child", "--scenario", scenario, "--variant", variant,
                "--threads", str(threads), "--steps", str(opts.steps), "--warmup", str(opts.warmup),
                "--batch", str(opts.batch or setup["batch"]), "--rows", str(opts.rows),
@@ -293,8 +304,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine")
     parser.add_argument("--small", action="store_true", help="tiny shapes for a smoke run (CI)")
     parser.add_argument("--peak-sizes", type=lambda s: [int(x) for x in s.split(",")], default=None)
+    parser.add_argument("--in-process", action="store_true",
+                        help="run the variants in this process (smoke runs; peak memory is then not per variant)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per variant process")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--compile-towers", action="store_true", help=argparse.SUPPRESS)
@@ -303,11 +317,14 @@ def main(argv: list[str] | None = None) -> dict:
     if opts.child:
         setup = SCENARIOS[opts.scenario]
         opts.shape, opts.finetune, opts.objective = setup["shape"], setup["finetune"], setup["objective"]
-        child(opts)
+        print(json.dumps(measure(opts)))
         return {}
     import torch
 
-    from benchmarks.roofline import Rate, describe_machine, describe_peaks, machine_info, rooflines
+    from benchmarks.roofline import (Rate, check_output, describe_machine, describe_peaks, machine_info, rooflines,
+                                     write_report)
+
+    check_output(opts.json, opts.overwrite)
 
     scenarios = [s.strip() for s in opts.scenario.split(",") if s.strip()]
     unknown = [s for s in scenarios if s not in SCENARIOS]
@@ -361,7 +378,7 @@ def main(argv: list[str] | None = None) -> dict:
                   if key != setup["baseline"]}
         print("  speed vs " + ("Trainer" if setup["baseline"] == "trainer" else "fp32") + ": "
               + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
-              + f" | peak memory vs baseline: " + ", ".join(
+              + " | peak memory vs baseline: " + ", ".join(
                   f"{k} {rows[k]['peak_memory_mib'] / base['peak_memory_mib']:.2f}x" for k in ratios))
         entry["speed_vs_baseline"] = ratios
         if "bf16" in rows and rows["fp32"]["losses"]:
@@ -374,8 +391,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  torch.compile: first step {rows['bf16+compile']['first_step_s']:.1f} s (compiling) vs "
                   f"{rows['bf16']['first_step_s']:.1f} s eager")
         report["scenarios"][scenario] = entry
-    if opts.json:
-        Path(opts.json).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    write_report(opts.json, report)
     return report
 
 
