@@ -125,17 +125,35 @@ def run_ours(model, processor, name: str, params: dict, data, batch_size: int, w
     return time.perf_counter() - start, encoder
 
 
-def predictions(name: str, params: dict, encoder: RecordingEncoder, data) -> np.ndarray:
-    """What the benchmark predicted per item in the encoder's last run (same items, same scoring code)."""
+def predictions(name: str, params: dict, encoder: RecordingEncoder, data) -> tuple[np.ndarray, np.ndarray]:
+    """What the benchmark predicted per item in the encoder's last run (same items, same scoring code), and each
+    item's margin: the cosine of the chosen option minus that of the runner-up."""
     bench = get_benchmark(name, **params)
     prepared = bench.prepare(data)
+    features = encoder.last_image_features
     with torch.inference_mode():
         if isinstance(bench, MultipleChoiceBenchmark):
             bench._skipped = Counter()
             items = bench.build_items(prepared, ImageTable(prepared, bench.name), np.random.default_rng(0))
-            return score_choices(encoder, encoder.last_image_features, items)
-        names, _ = bench._labels(prepared)
-        return (encoder.last_image_features @ bench.class_embeddings(encoder, names).T).argmax(dim=1).numpy()
+            predicted = score_choices(encoder, features, items)
+            cosines = [features[image] @ encoder.encode_texts(options).T
+                       for image, options in zip(items.image, items.options)]
+        else:
+            names, _ = bench._labels(prepared)
+            scores = features @ bench.class_embeddings(encoder, names).T
+            predicted, cosines = scores.argmax(dim=1).numpy(), list(scores)
+    margins = np.asarray([float(c.topk(2).values[0] - c.topk(2).values[1]) for c in cosines])
+    return predicted, margins
+
+
+def describe_flips(pred: np.ndarray, reference: np.ndarray, margins: np.ndarray) -> dict:
+    """How many predictions differ, and how those items' reference margins compare with all items'."""
+    flipped = pred != reference
+    return {"flips": int(flipped.sum()), "items": int(len(pred)),
+            "largest_margin_flipped": float(margins[flipped].max()) if flipped.any() else None,
+            "median_margin": float(np.median(margins)),
+            "share_below_largest_flipped_margin": float(np.mean(margins <= margins[flipped].max()))
+            if flipped.any() else 0.0}
 
 
 @torch.inference_mode()
@@ -236,12 +254,15 @@ def main(argv: list[str] | None = None) -> dict:
             best["ours_fp32"] = max(best["ours_fp32"], len(data) / seconds)
             seconds, enc16 = run_ours(model16, processor, name, params, data, args.batch_size, workers)
             best[f"ours_{args.dtype}"] = max(best[f"ours_{args.dtype}"], len(data) / seconds)
-        pred32, pred16 = predictions(name, params, enc32, data), predictions(name, params, enc16, data)
+        (pred32, margins32), (pred16, _) = (predictions(name, params, enc32, data),
+                                            predictions(name, params, enc16, data))
         _, sub16 = run_ours(model16, processor, name, params, subset, args.batch_size, workers)
         _, sub32 = run_ours(model32, processor, name, params, subset, args.batch_size, workers)
         agree = {f"ours_{args.dtype}_vs_ours_fp32": agreement(pred16, pred32),
-                 f"ours_{args.dtype}_vs_release": agreement(predictions(name, params, sub16, subset), release_pred),
-                 "ours_fp32_vs_release": agreement(predictions(name, params, sub32, subset), release_pred)}
+                 f"ours_{args.dtype}_vs_release": agreement(predictions(name, params, sub16, subset)[0],
+                                                            release_pred),
+                 "ours_fp32_vs_release": agreement(predictions(name, params, sub32, subset)[0], release_pred)}
+        flips = describe_flips(pred16, pred32, margins32)
         # FLOPs each side executes, counted over one untimed pass of its own code
         flops = {"release": count_flops(lambda: run_release(model32, processor, name, params, subset)) / len(subset),
                  "ours": count_flops(lambda: run_ours(model32, processor, name, params, data, args.batch_size,
@@ -271,10 +292,15 @@ def main(argv: list[str] | None = None) -> dict:
               f"{ours16 / best['ours_fp32']:.2f}x")
         print("  predictions agreeing: " + ", ".join(f"{k.replace('_', ' ')} {v:.1%}" for k, v in agree.items())
               + f" ({len(pred16)} items; {len(subset)} shared with the release style)")
+        if flips["flips"]:
+            print(f"  {flips['flips']} of {flips['items']} items flipped at {args.dtype}; each had an fp32 margin "
+                  f"(best minus runner-up cosine) <= {flips['largest_margin_flipped']:.1e}, against a median margin of "
+                  f"{flips['median_margin']:.1e}: near-ties ({flips['share_below_largest_flipped_margin']:.0%} of "
+                  f"the items are that close)")
         entry = {"images_per_s": {k: r.items_per_s for k, r in rates.items()},
                  "rates": {k: r.to_dict(peaks) for k, r in rates.items()},
                  "speedup_vs_release": ours16 / best["release"], "speedup_vs_fp32": ours16 / best["ours_fp32"],
-                 "agreement": agree, "items": int(len(pred16))}
+                 "agreement": agree, "items": int(len(pred16)), "flips": flips}
         if not args.no_compile:
             compiled_rate = rates[f"ours_{args.dtype}_compiled"].items_per_s
             saved = 1 / ours16 - 1 / compiled_rate  # seconds saved per image once compiled
