@@ -38,7 +38,8 @@ from PIL import Image  # noqa: E402
 from transformers import CLIPConfig, CLIPModel  # noqa: E402
 
 from benchmarks.roofline import (  # noqa: E402
-    Rate, best_seconds, check_output, count_flops, describe_machine, describe_peaks, linear_params, machine_info, rooflines,
+    Rate, best_seconds, check_output, count_flops, describe_machine, describe_peaks, linear_params, machine_info,
+    rooflines,
     transformer_flops, write_report,
 )
 from evaluate_suite import DualEncoder, get_benchmark  # noqa: E402
@@ -139,7 +140,7 @@ def predictions(name: str, params: dict, encoder: RecordingEncoder, data) -> tup
             cosines = [features[image] @ encoder.encode_texts(options).T
                        for image, options in zip(items.image, items.options)]
         else:
-            names, _ = bench._labels(prepared)
+            names = bench.class_names(prepared)[0]
             scores = features @ bench.class_embeddings(encoder, names).T
             predicted, cosines = scores.argmax(dim=1).numpy(), list(scores)
     margins = np.asarray([float(c.topk(2).values[0] - c.topk(2).values[1]) for c in cosines])
@@ -240,7 +241,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"{sum(p.numel() for p in model32.parameters()) / 1e6:.0f}M params) on {device}; {args.rounds} alternating "
           f"rounds, best round per side; {len(data)} images for ours, {len(subset)} for the release style")
     print(f"FLOPs per image (vision tower + projection): counted {per_image / 1e9:.3f} GFLOP, analytic "
-          f"2*params*tokens + attention {per_image_analytic / 1e9:.3f} GFLOP (ratio {per_image / per_image_analytic:.3f})")
+          f"2*params*tokens + attention {per_image_analytic / 1e9:.3f} GFLOP "
+          f"(ratio {per_image / per_image_analytic:.3f})")
 
     report: dict = {"machine": info, "roofline": peaks, "flops_per_image": {"counted": per_image,
                                                                             "analytic": per_image_analytic},
@@ -331,11 +333,14 @@ def pipeline_rates(model32, model16, processor, data, args, peaks, per_image: fl
         tower = DualEncoder(model, processor, batch_size=args.batch_size)
         seconds = best_seconds(lambda: tower.encode_pixels(pixels), args.rounds, tower.device)
         out[f"image_tower_{precision}"] = len(pixels) / seconds
-    print("[input pipeline vs model] decode + preprocess: " + ", ".join(
-        f"{v:.0f} images/s with {k.split('_')[2]} worker thread(s)" for k, v in out.items()
-        if k.startswith("input")) + " | image tower alone: " + ", ".join(
-        f"{out[f'image_tower_{p}']:.1f} images/s at {p} ({Rate('', out[f'image_tower_{p}'], per_image, p).roofline_fraction(peaks):.1%} of its roofline)"
-        for p in ("fp32", args.dtype)))
+    towers = []
+    for p in ("fp32", args.dtype):
+        fraction = Rate("", out[f"image_tower_{p}"], per_image, p).roofline_fraction(peaks)
+        towers.append(f"{out[f'image_tower_{p}']:.1f} images/s at {p} ({fraction:.1%} of its roofline)")
+    inputs = [f"{v:.0f} images/s with {k.split('_')[2]} worker thread(s)" for k, v in out.items()
+              if k.startswith("input")]
+    print("[input pipeline vs model] decode + preprocess: " + ", ".join(inputs) + " | image tower alone: "
+          + ", ".join(towers))
     bottleneck = "model" if out[f"input_pipeline_{encoder.num_workers}_workers"] > out[f"image_tower_{args.dtype}"] \
         else "input pipeline"
     print(f"  bottleneck at {args.dtype}: the {bottleneck}")

@@ -25,7 +25,7 @@ from transformers import AutoModel, AutoProcessor  # noqa: E402
 
 from benchmarks.eval_throughput import RecordingEncoder, agreement, describe_flips, predictions  # noqa: E402
 from benchmarks.roofline import check_output, describe_machine, machine_info, write_report  # noqa: E402
-from evaluate_suite.data import load_benchmark_dataset  # noqa: E402
+from evaluate_suite import load_benchmark_data  # noqa: E402
 from evaluate_suite.tasks import EvalSettings, MultipleChoiceBenchmark, get_benchmark  # noqa: E402
 from evaluate_suite.tasks.general import ZeroShotBenchmark  # noqa: E402
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--dtype", default="bf16", choices=("bf16", "fp16"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--revision", default=None)
+    parser.add_argument("--revision", default=None, help="model revision")
     parser.add_argument("--trust-remote-code", action="store_true")
     parser.add_argument("--json", default=None)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> dict:
         source = folders.get(name) or bench.dataset_id
         if source is None:
             parser.error(f"{name} has no Hub dataset: pass --data-dir {name}=PATH")
-        data = load_benchmark_dataset(source, bench.split, name, args.revision)
+        loaded = load_benchmark_data(source, bench.split, name)
+        bench.use_source(loaded)
+        data = loaded.dataset
         runs = {}
         for precision in ("fp32", args.dtype):
             encoder = RecordingEncoder(model, processor, batch_size=args.batch_size, dtype=precision)
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{metric32:.4f} vs {args.dtype} {metric16:.4f}; median fp32 margin {flips['median_margin']:.1e}"
               + (f", flipped items' margins <= {flips['largest_margin_flipped']:.1e}" if flips["flips"] else ""))
         report["benchmarks"][name] = {"agreement": share, "metric_fp32": metric32, f"metric_{args.dtype}": metric16,
-                                      "source": source, **flips}
+                                      "source": loaded.provenance, **flips}
     write_report(args.json, report)
     return report
 

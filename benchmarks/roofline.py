@@ -199,6 +199,6 @@ def write_report(path: str | None, report: dict) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["CPU_ATTENTION_FLOPS", "Rate", "best_seconds", "check_output", "count_flops", "cpu_model_and_flags", "describe_machine",
-           "describe_peaks", "fraction", "linear_params", "machine_info", "matmul_peak", "rooflines",
-           "synchronize", "transformer_flops", "write_report"]
+__all__ = ["CPU_ATTENTION_FLOPS", "Rate", "best_seconds", "check_output", "count_flops", "cpu_model_and_flags",
+           "describe_machine", "describe_peaks", "fraction", "linear_params", "machine_info", "matmul_peak",
+           "rooflines", "synchronize", "transformer_flops", "write_report"]

@@ -47,7 +47,7 @@ def test_reports_bf16_agreement_on_the_benchmark_items(tmp_path):
         features=datasets.Features({"image": datasets.Image(), "object": datasets.Value("string"),
                                     "region": datasets.Value("string"), "ip_country": datasets.Value("string")}))
     (tmp_path / "geode" / "data").mkdir(parents=True)
-    data.to_parquet(str(tmp_path / "geode" / "data" / "train-00000-of-00001.parquet"))
+    data.to_parquet(str(tmp_path / "geode" / "data" / "test-00000-of-00001.parquet"))
     out = tmp_path / "agreement.json"
     report = main(["--model", str(tmp_path / "model"), "--benchmarks", "zeroshot_geode", "--data-dir",
                    f"zeroshot_geode={tmp_path / 'geode'}", "--json", str(out)])

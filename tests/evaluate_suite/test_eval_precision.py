@@ -103,7 +103,7 @@ def test_bf16_record_names_precision_and_agrees_with_fp32(tiny, name, dataset):
 
 
 def test_cli_dtype_flag_reaches_the_record(tiny_dir, tmp_path):
-    folder = write_folder(tmp_path / "geode", {"train": geode_dataset()})
+    folder = write_folder(tmp_path / "geode", {"test": geode_dataset()})
     for dtype in ("fp32", "bf16"):
         out = tmp_path / dtype
         assert main(["run", "--model", str(tiny_dir), "--benchmarks", "zeroshot_geode", "--output-dir", str(out),
