@@ -37,7 +37,7 @@ def default_workers() -> int:
 
 def _target_dtype(dtype: str | torch.dtype | None, model: torch.nn.Module, device: torch.device) -> torch.dtype:
     if dtype is None:
-        return _matmul_dtype(model)
+        return _matmul_dtype(image_side(model))
     if isinstance(dtype, torch.dtype):
         if dtype not in DTYPES.values():
             raise ValueError(f"dtype {dtype}: expected torch.float32, torch.bfloat16 or torch.float16")
@@ -45,30 +45,43 @@ def _target_dtype(dtype: str | torch.dtype | None, model: torch.nn.Module, devic
     return DTYPES[resolve_precision(dtype, device)]
 
 
-def _matmul_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
-    return [m for m in model.modules() if isinstance(m, _MATMUL_MODULES)]
+def image_side(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The modules that turn pixels into image features: the vision tower and its projection (the whole model
+    when it has no `vision_model`)."""
+    tower = getattr(model, "vision_model", None)
+    if not isinstance(tower, torch.nn.Module):
+        return [model]
+    projection = getattr(model, "visual_projection", None)
+    return [tower] + ([projection] if isinstance(projection, torch.nn.Module) else [])
 
 
-def _matmul_dtype(model: torch.nn.Module) -> torch.dtype:
-    """The dtype the model's matmul weights are stored in (the first Linear's; else the first parameter's)."""
-    modules = _matmul_modules(model)
-    return modules[0].weight.dtype if modules else next(model.parameters()).dtype
+def _matmul_modules(modules: list[torch.nn.Module]) -> list[torch.nn.Module]:
+    return [m for root in modules for m in root.modules() if isinstance(m, _MATMUL_MODULES)]
+
+
+def _matmul_dtype(modules: list[torch.nn.Module]) -> torch.dtype:
+    """The dtype the matmul weights under `modules` are stored in (the first Linear's; else the first parameter's)."""
+    found = _matmul_modules(modules)
+    return found[0].weight.dtype if found else next(modules[0].parameters()).dtype
 
 
 def _laid_out_for(model: torch.nn.Module, dtype: torch.dtype) -> bool:
-    """True when matmul weights are in `dtype` and every other floating parameter is fp32."""
-    matmul = {id(p) for m in _matmul_modules(model) for p in m.parameters(recurse=False)}
+    """True when the image side's matmul weights are in `dtype` and every other floating parameter is fp32."""
+    matmul = {id(p) for m in _matmul_modules(image_side(model)) for p in m.parameters(recurse=False)}
     return all(p.dtype == (dtype if id(p) in matmul else torch.float32) for p in model.parameters()
                if p.is_floating_point())
 
 
 def cast_for_precision(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """Store `model`'s matmul weights (Linear / Conv) in `dtype`, everything else (norms, embeddings, logit scale)
-    in fp32, in place. Run under `torch.autocast(dtype)` this computes exactly what autocast computes on the fp32
-    model, without re-casting every weight on every batch."""
+    """Store the image side's matmul weights (Linear / Conv) in `dtype` and everything else in fp32, in place.
+
+    Run under `torch.autocast(dtype)`, the image tower then computes exactly what autocast computes on the fp32
+    model, without re-casting every weight on every batch. The text tower stays fp32: its features are computed
+    once per distinct string and cached, so reduced precision would save nothing there and only add rounding to
+    every score."""
     model.float()
     if dtype != torch.float32:
-        for module in _matmul_modules(model):
+        for module in _matmul_modules(image_side(model)):
             module.to(dtype)
     return model
 
@@ -77,8 +90,9 @@ class DualEncoder:
     """Batched, cached text/image features and similarity logits of a CLIP-family model.
 
     `dtype` ('auto', 'fp32', 'bf16', 'fp16' or a torch dtype; None keeps the model as it is) is the precision the
-    towers' matmuls run at: their weights are stored in it once and the towers run under torch.autocast, so norms,
-    embeddings and the residual stream stay fp32 (autocast's numerics without re-casting weights every batch).
+    image tower's matmuls run at: their weights are stored in it once and the tower runs under torch.autocast, so
+    norms, embeddings and the residual stream stay fp32 (autocast's numerics without re-casting weights every
+    batch). The text tower stays fp32 (see `cast_for_precision`).
     When the model is not laid out so, a cast copy is evaluated and the caller's model is left as it was, unless
     `cast_in_place` (for models the caller owns, as `load_encoder` does). `compile=True` compiles the
     vision and text towers with `torch.compile` (in place; state-dict keys are unchanged). `num_workers` threads
@@ -114,6 +128,9 @@ class DualEncoder:
         self.model.to(self.device)
         self.dtype = target
         self.precision = precision_name(target)
+        text_tower = getattr(model, "text_model", None)
+        self.text_dtype = (_matmul_dtype([text_tower]) if isinstance(text_tower, torch.nn.Module) and
+                           text_tower not in image_side(model) else target)
         self.compiled = False
         if compile:
             self._compile_towers()
@@ -143,15 +160,17 @@ class DualEncoder:
             tower.compile()
         self.compiled = True
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        """The context the towers run in: autocast to bf16/fp16 at reduced precision, nothing at fp32."""
-        if self.dtype == torch.float32:
+    def autocast(self, dtype: torch.dtype | None = None) -> contextlib.AbstractContextManager:
+        """The context a tower runs in: autocast to bf16/fp16 at reduced precision, nothing at fp32."""
+        dtype = self.dtype if dtype is None else dtype
+        if dtype == torch.float32:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+        return torch.autocast(self.device.type, dtype=dtype)
 
     def describe(self) -> dict[str, object]:
-        """How the towers run, for result records: precision, device, compiled."""
-        return {"precision": self.precision, "device": str(self.device), "compiled": self.compiled}
+        """How the towers run, for result records: image-tower precision, text-tower precision, device, compiled."""
+        return {"precision": self.precision, "text_precision": precision_name(self.text_dtype),
+                "device": str(self.device), "compiled": self.compiled}
 
     # -- text ---------------------------------------------------------------------------------------------------
     def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
@@ -172,7 +191,7 @@ class DualEncoder:
             tokens = self._tokenize(chunk)
             if self.family == "sigmoid":
                 tokens.pop("attention_mask", None)  # SigLIP's text tower is run without a mask
-            with self.autocast():
+            with self.autocast(self.text_dtype):
                 features = self.model.get_text_features(**tokens).pooler_output
             self.text_calls += 1
             features = torch.nn.functional.normalize(features.float(), dim=-1).cpu()
