@@ -48,6 +48,21 @@ class FeatureEncoder(nn.Module):
         return {name: getattr(features, name) for name in TWIN_FEATURES if getattr(features, name) is not None}
 
 
+def compile_towers(model: nn.Module) -> list[str]:
+    """`torch.compile` the vision and text towers of a (PEFT-wrapped or plain) CLIP-family model in place.
+
+    `nn.Module.compile` keeps parameter names, so checkpoints and artifacts are unchanged; shapes that vary
+    (text padded per batch) become dynamic after their first recompilation. Returns the compiled towers' names.
+    """
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    names = [name for name in ("vision_model", "text_model") if isinstance(getattr(core, name, None), nn.Module)]
+    if not names:
+        raise ValueError(f"compile: {type(core).__name__} has no vision_model / text_model to compile")
+    for name in names:
+        getattr(core, name).compile()
+    return names
+
+
 def clip_contrastive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
                           logit_scale_max: float | None = None, gather: FeatureGather | None = None) -> torch.Tensor:
     """CLIPModel's contrastive loss (normalised features, both directions averaged) over gathered columns."""
@@ -170,4 +185,5 @@ def plain_step(encoder: nn.Module, micro_batches: Sequence[Terms], loss_fn: Call
     return totals
 
 
-__all__ = ["FeatureEncoder", "cached_step", "clip_contrastive_loss", "objective_loss", "plain_step"]
+__all__ = ["FeatureEncoder", "cached_step", "clip_contrastive_loss", "compile_towers", "objective_loss",
+           "plain_step"]

@@ -32,9 +32,9 @@ from . import checkpointing as ckpt
 from .artifacts import Artifacts, push_artifacts, write_artifacts
 from .data import BatchPlan, epoch_batches, load_split, prepare
 from .distributed import all_finite, feature_gather_or_none, mean_over_ranks
-from .feature_cache import FeatureEncoder, cached_step, objective_loss, plain_step
+from .feature_cache import FeatureEncoder, cached_step, compile_towers, objective_loss, plain_step
 from .lora import LoraSettings, apply_lora, trainable_token_ids
-from .recipes import TINY_MODEL, TrainArgs
+from .recipes import TINY_MODEL, RecipeError, TrainArgs
 
 OBJECTIVE_FIELDS = ("loss_mode", "loss_terms", "caption_loss_weight", "concept_loss_weight", "use_twin_negatives",
                     "normalize_features", "symmetric_twin_negatives", "mask_false_negatives", "logit_scale_max")
@@ -96,6 +96,10 @@ def load_model(args: TrainArgs, dataset: datasets.Dataset, model: Any = None,
         if processor is None:
             processor = CLIPProcessor(image_processor=CLIPImageProcessorPil.from_pretrained(args.model),
                                       tokenizer=AutoTokenizer.from_pretrained(args.model))
+    if any(p.is_floating_point() and p.dtype != torch.float32 for p in model.parameters()):
+        # weights are trained in fp32 (mixed_precision autocasts the matmuls); a half-precision checkpoint is
+        # upcast once here instead of being stepped in bf16/fp16
+        model.float()
     for name in OBJECTIVE_FIELDS:
         setattr(model.config, name, getattr(args, name))
     model.config.validate_objective()
@@ -151,6 +155,10 @@ def train(args: TrainArgs, dataset: datasets.Dataset | None = None, model: Any =
     AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(mixed_precision=args.mixed_precision, log_with=_trackers(args) or None,
                               project_dir=str(output), cpu=cpu_ranks)
+    if accelerator.mixed_precision != "no" and not accelerator.native_amp:
+        # accelerate would silently train in fp32 (it runs fp16 autocast on GPUs only)
+        raise RecipeError(f"mixed_precision={accelerator.mixed_precision} is not available on "
+                          f"{accelerator.device.type}: use bf16 (autocast on CPUs and recent GPUs) or no")
     rank, world = accelerator.process_index, accelerator.num_processes
     set_seed(args.seed)
 
@@ -175,6 +183,8 @@ def train(args: TrainArgs, dataset: datasets.Dataset | None = None, model: Any =
         base_model.requires_grad_(True)
         trained = base_model
     base_model.logit_scale.requires_grad_(args.train_logit_scale)
+    if args.compile:
+        compile_towers(base_model)
     settings = ObjectiveSettings.from_config(base_model.config)
     clamp_max = args.logit_scale_max if args.objective == "clip" else settings.logit_scale_max
 

@@ -94,6 +94,7 @@ class TrainArgs:
     max_grad_norm: float | None = 1.0
     mixed_precision: str | None = None  # "no", "fp16", "bf16"; None: accelerate's launch config decides
     gradient_checkpointing: bool = False
+    compile: bool = False  # torch.compile the towers (benchmarks/train_throughput.py measures whether it pays)
     seed: int = 42
     num_workers: int = 0
 

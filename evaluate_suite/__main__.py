@@ -30,6 +30,7 @@ def _ints(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .precision import PRECISIONS
     from .tasks import BENCHMARKS
 
     parser = argparse.ArgumentParser(prog="python -m evaluate_suite", description=__doc__)
@@ -55,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trust-remote-code", action="store_true")
     run.add_argument("--bootstrap-resamples", type=int, default=1000)
     run.add_argument("--device", default=None)
+    run.add_argument("--dtype", choices=PRECISIONS, default="auto",
+                     help="precision of the towers (auto: bf16 on CPUs/GPUs with bf16 units, else fp32); "
+                          "scores are computed in fp32 and the record names what ran")
+    run.add_argument("--compile", action="store_true", help="torch.compile the towers (pays off on long runs)")
     report = sub.add_parser("report", help="tables, model-index, .eval_results and plots from result JSONs")
     report.add_argument("--results", required=True)
     report.add_argument("--output-dir", required=True)
@@ -78,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 revision=args.revision, trust_remote_code=args.trust_remote_code,
                 bootstrap_resamples=args.bootstrap_resamples, device=args.device,
                 name=args.name, hub_datasets=_pairs(args.hub_dataset, "--hub-dataset"),
-                min_group_size=args.min_group_size, overwrite=args.overwrite,
+                min_group_size=args.min_group_size, overwrite=args.overwrite, dtype=args.dtype,
+                compile=args.compile,
             )
             for path in paths:
                 print(os.fspath(path))

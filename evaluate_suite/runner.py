@@ -55,16 +55,19 @@ def evaluate_model(
     dataset_name: str | None = None,
     min_group_size: int = MIN_GROUP_SIZE,
     model_name: str | None = None,
+    dtype: str | None = None,
+    compile: bool = False,
     **benchmark_params: Any,
 ) -> dict[str, dict]:
     """Evaluate an in-memory model on an in-memory dataset; returns {task name: result dict}.
 
     `benchmark` is a registered name (see `evaluate_suite.tasks.BENCHMARKS`) or a Benchmark instance. Pass an
     `encoder` to share its text cache across calls. `dataset_name` labels the in-memory data in reports (it is never
-    taken for a Hub dataset); groups smaller than `min_group_size` are listed, not ranked.
+    taken for a Hub dataset); groups smaller than `min_group_size` are listed, not ranked. `dtype` ('auto', 'fp32',
+    'bf16', 'fp16'; None: the model as it is) and `compile` as for `DualEncoder`; `model` itself is never cast.
     """
     bench = get_benchmark(benchmark, **benchmark_params) if isinstance(benchmark, str) else benchmark
-    encoder = encoder or DualEncoder(model, processor, batch_size=batch_size)
+    encoder = encoder or DualEncoder(model, processor, batch_size=batch_size, dtype=dtype, compile=compile)
     settings = EvalSettings(seeds=tuple(seeds), bootstrap_resamples=bootstrap_resamples,
                             min_group_size=min_group_size)
     results = bench.evaluate(encoder, dataset, settings)
@@ -92,7 +95,8 @@ def result_record(result: TaskResult, bench: Benchmark, encoder: DualEncoder, se
         "model": {"name": model_display_name(model_id, model_name),
                   "identity": model_identity(model_id, encoder.revision, model_name),
                   "source": "hub" if is_hub_id(model_id) else "local", "revision": encoder.revision,
-                  "class": type(encoder.model).__name__, "scoring": encoder.family},
+                  "class": type(encoder.model).__name__, "scoring": encoder.family,
+                  **(encoder.describe() if hasattr(encoder, "describe") else {})},
         "benchmark": bench.name,
         "task": result.task,
         "protocol": bench.protocol_for(result.task).to_dict(),
@@ -171,13 +175,16 @@ def run_benchmarks(
     hub_datasets: Mapping[str, str] | None = None,
     min_group_size: int = MIN_GROUP_SIZE,
     overwrite: bool = False,
+    dtype: str = "auto",
+    compile: bool = False,
 ) -> list[Path]:
     """Evaluate `model` (path or Hub id) on each benchmark and write one JSON per task into `output_dir`.
 
     `data_dirs` maps a benchmark name to a local folder, `hub_datasets` to another Hub copy (`ID[@REVISION]`);
     otherwise the benchmark's default Hub copy is read (only its split). Result files are named
     `{model name}-{identity}__{benchmark}__{task}.json`; an existing one stops the run unless `overwrite`.
-    Returns the written paths.
+    `dtype` is the towers' precision ('auto': bf16 where the device has bf16 units, else fp32); scores are computed
+    in fp32 from the embeddings. `compile` runs the towers through torch.compile. Returns the written paths.
     """
     data_dirs, hub_datasets = dict(data_dirs or {}), dict(hub_datasets or {})
     for flag, given in (("--data-dir", data_dirs), ("--hub-dataset", hub_datasets)):
@@ -209,7 +216,7 @@ def run_benchmarks(
         loaded[bench.name] = load_benchmark_data(source, bench.split, bench.name, revision=data_revision)
         bench.use_source(loaded[bench.name])
     encoder = encoder or load_encoder(model, revision=revision, trust_remote_code=trust_remote_code,
-                                      batch_size=batch_size, device=device)
+                                      batch_size=batch_size, device=device, dtype=dtype, compile=compile)
     written = []
     for bench in instances:
         source, data = sources[bench.name][0], loaded[bench.name]

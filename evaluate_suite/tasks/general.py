@@ -31,7 +31,8 @@ _CLIP_BENCHMARK_ZS = ("CLIP_benchmark zero-shot classification (clip_benchmark.m
                       "classes), mean_per_class_recall")
 _SHARED_DEPARTURES = (
     "images are preprocessed by the checkpoint's own transformers image processor, not open_clip's transform",
-    "features are computed in the run's dtype and device (float32 unless chosen otherwise), without autocast",
+    "features are computed at the run's precision (model.precision in the record; bf16/fp16 run the towers' matmuls "
+    "under autocast with norms in fp32), scores in fp32",
 )
 
 
