@@ -5,16 +5,26 @@ call and every text is padded to 77 tokens. Ours: one vision call for both image
 padded to the longest in the batch. Same random-weight ViT-B/32-shaped model, same batch, same (faithful) loss.
 
     python benchmarks/loss_step.py [--pairs 16] [--steps 3]
+
+Each path's FLOPs per step are counted with FlopCounterMode (forward and backward, `benchmarks/roofline.py`) and
+its achieved FLOP/s is printed as a fraction of the fp32 matmul roofline measured at the start of the run. The
+release style runs more FLOPs for the same batch (every text padded to 77 tokens), so its fraction can look better
+while its pairs/s is worse.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import sys
 import time
+from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks.roofline` when run as a script
+
+from benchmarks.roofline import count_flops, describe_machine, describe_peaks, machine_info, rooflines
 from modeling_cultureclip import CultureCLIPConfig, CultureCLIPModel, TwinFeatures
 from modeling_cultureclip.tiny import build_word_tokenizer, words_of
 
@@ -97,13 +107,21 @@ def main() -> None:
     with torch.no_grad():  # the two paths compute the same loss
         a = model.compute_twin_loss(release_style_features(model, tokenizer, images, twin_images, texts))["loss"]
         b = model.compute_twin_loss(our_features(model, tokenizer, images, twin_images, texts))["loss"]
+    peaks = rooflines(precisions=("fp32",))
+    flops = {name: count_flops(run(fn)) for name, fn in (("release", release_style_features), ("ours", our_features))}
     release = time_steps(run(release_style_features), args.steps)
     ours = time_steps(run(our_features), args.steps)
     print(f"model: ViT-B/32-shaped CultureCLIP, random weights, {sum(p.numel() for p in model.parameters())/1e6:.0f}M "
           f"params; batch {args.pairs} twin pairs; threads {torch.get_num_threads()}")
     print(f"loss agreement (same weights, before training): release {a.item():.6f}  ours {b.item():.6f}")
-    print(f"release-style step (6 encoder calls, pad 77): {args.pairs / release:8.2f} pairs/s")
-    print(f"ours (1 vision + 1 text call, dynamic pad):   {args.pairs / ours:8.2f} pairs/s")
+    print(describe_machine(machine_info()))
+    print(describe_peaks(peaks))
+    peak = peaks["fp32"]["flops_per_s"]
+    for label, name, seconds in (("release-style step (6 encoder calls, pad 77)", "release", release),
+                                 ("ours (1 vision + 1 text call, dynamic pad)  ", "ours", ours)):
+        achieved = flops[name] / seconds
+        print(f"{label}: {args.pairs / seconds:8.2f} pairs/s, {flops[name] / 1e9:7.1f} GFLOP/step, "
+              f"{achieved / 1e9:6.1f} GFLOP/s = {achieved / peak:5.1%} of the fp32 roofline")
     print(f"speed-up: {release / ours:.2f}x")
 
 
