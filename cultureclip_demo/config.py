@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from cultureclip_guards import BadInput
+
 from .emoji_sources import STYLES, ViewRange
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
@@ -27,7 +29,7 @@ RESAMPLE_UNITS = ("item", "group")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-class DemoConfigError(ValueError):
+class DemoConfigError(BadInput):
     """The demo configuration names an unknown field or holds a value of the wrong type or out of range."""
 
 

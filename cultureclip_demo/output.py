@@ -15,12 +15,14 @@ import os
 import shutil
 from pathlib import Path
 
+from cultureclip_guards import BadInput
+
 MARKER = "cultureclip-demo.json"
 ENTRIES = ("work", "results", "hub")
 STAGING_PREFIX = ".staging-"
 
 
-class DemoOutputError(ValueError):
+class DemoOutputError(BadInput):
     """The output folder cannot be used as asked."""
 
 

@@ -6,8 +6,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cultureclip_guards import BadInput
 
-class ReproduceError(ValueError):
+
+class ReproduceError(BadInput):
     """A bad setting or input of the reproduction; the message names it."""
 
 

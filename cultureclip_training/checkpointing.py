@@ -26,11 +26,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from cultureclip_guards import BadInput
+
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^step-(\d{8})$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(BadInput, RuntimeError):
     """A checkpoint is missing, incomplete, corrupted or does not fit the run."""
 
 

@@ -23,6 +23,8 @@ import datasets
 import torch
 from PIL import Image as PILImage
 
+from cultureclip_guards import BadInput
+
 TEXT_DTYPES = ("string", "large_string")
 # columns per objective and their kinds; the clip baseline uses both sides' (image, caption) columns
 CULTURECLIP_COLUMNS = {
@@ -33,7 +35,7 @@ CONCEPT_COLUMNS = {"concept": "text", "twin_concept": "text"}
 CLIP_COLUMNS = {"image": "image", "twin_image": "image", "caption": "text", "twin_caption": "text"}
 
 
-class DatasetSchemaError(ValueError):
+class DatasetSchemaError(BadInput):
     """The training data lacks a column, has a column of the wrong type, an empty split or an empty text."""
 
 

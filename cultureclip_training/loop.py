@@ -28,6 +28,8 @@ from transformers import AutoConfig, AutoTokenizer, CLIPImageProcessorPil, CLIPP
 from modeling_cultureclip import CultureCLIPModel, ObjectiveSettings
 from modeling_cultureclip.tiny import build_word_tokenizer, tiny_config, tiny_processor, words_of
 
+from cultureclip_guards import Diverged
+
 from . import checkpointing as ckpt
 from .artifacts import Artifacts, push_artifacts, write_artifacts
 from .data import BatchPlan, epoch_batches, load_split, prepare
@@ -44,7 +46,7 @@ METRICS_FILE = "metrics.jsonl"
 StepCallback = Callable[[int, torch.nn.Module], None]
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(Diverged):
     """The loss or the gradient became NaN/inf; no checkpoint was written for that step."""
 
 

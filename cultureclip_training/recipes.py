@@ -18,6 +18,8 @@ import yaml
 
 from modeling_cultureclip import LOSS_TERMS
 
+from cultureclip_guards import BadInput
+
 RECIPE_DIR = Path(__file__).parent / "recipes"
 OBJECTIVES = ("cultureclip", "clip")
 ACCUMULATION_MODES = ("feature_cache", "plain")
@@ -28,7 +30,7 @@ FINETUNE_MODES = ("lora", "full")
 TINY_MODEL = "tiny"
 
 
-class RecipeError(ValueError):
+class RecipeError(BadInput):
     """A recipe or command line names an unknown field or gives a value of the wrong type."""
 
 

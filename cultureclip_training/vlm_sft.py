@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from cultureclip_guards import BadInput
+
 from . import checkpointing as ckpt
 from .artifacts import atomic_dir
 from .loop import TrainingDiverged
@@ -35,7 +37,7 @@ METRICS_FILE = "metrics.jsonl"
 StepCallback = Callable[[int, torch.nn.Module], None]
 
 
-class VLMDataError(ValueError):
+class VLMDataError(BadInput):
     """A training row is unusable; the message names the split, row and field."""
 
 

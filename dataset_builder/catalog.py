@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pycountry
 
+from cultureclip_guards import BadInput
+
 # The eight categories of the released CulTwin data.
 CATEGORIES: tuple[str, ...] = (
     "Cuisine",
@@ -62,7 +64,7 @@ ALIASES: dict[str, str] = {
 EXTRA_CODES: dict[str, str] = {"XK": "XKX"}
 
 
-class UnknownCountryError(ValueError):
+class UnknownCountryError(BadInput):
     """Raised when a country name or code does not resolve to exactly one country."""
 
 

@@ -12,6 +12,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from cultureclip_guards import BadInput
+
 from .runstore import StageStore, atomic_write_bytes, atomic_write_json
 from .schema import Concept
 from .stages.export import assign_splits
@@ -21,7 +23,7 @@ QUESTION_TYPES = ("recognition", "cultural_knowledge", "scene_reasoning")
 SPLITS = ("train", "validation", "test")
 
 
-class BenchmarkRowError(ValueError):
+class BenchmarkRowError(BadInput):
     """A benchmark row is unusable; the message names the row, its concept and the field."""
 
 

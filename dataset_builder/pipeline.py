@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cultureclip_guards import BadInput
+
 from .backends import make_role_specs
 from .backends.base import ChatBackend, ImageBackend
 from .backends.lifecycle import BackendPool
@@ -31,7 +33,7 @@ from .stages import twins as twins_stage
 from .stages.common import RunContext, rank_world, status_counts
 
 
-class RunMismatchError(ValueError):
+class RunMismatchError(BadInput):
     """The run folder was started with different settings; resuming it would mix two builds."""
 
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
+from cultureclip_guards import BadInput
+
 from .catalog import CATEGORIES
 from .runstore import atomic_write_bytes, atomic_write_json, short_hash
 from .schema import row_features
@@ -46,7 +48,7 @@ SOURCE = "authors-release"
 COMBINATIONS = ("all", "matched")
 
 
-class ReleaseImportError(ValueError):
+class ReleaseImportError(BadInput):
     """The released data is not in the expected layout; the message names the file, row and field."""
 
 

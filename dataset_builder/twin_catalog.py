@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from cultureclip_guards import BadInput
+
 from .catalog import UnknownCountryError, lookup_country, resolve_code
 from .schema import Concept, concept_key, make_concept
 from .twemoji import EmojiNotFoundError, pixel_difference
@@ -23,7 +25,7 @@ REQUIRED_FIELDS = ("concept", "iso_code", "category", "emoji", "context", "visua
 MIN_PIXEL_DIFFERENCE = 2.0
 
 
-class CatalogError(ValueError):
+class CatalogError(BadInput):
     """A curated catalog is malformed; the message names file, row and field."""
 
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cultureclip_guards import BadInput
+
 from .catalog import countries_mentioned
 
 WIT_COLUMNS = (
@@ -44,7 +46,7 @@ _NOT_A_THING = re.compile(r"^(list of|lists of|outline of|index of|timeline of|h
 ImageFetcher = Callable[[str], bytes]
 
 
-class CorpusError(ValueError):
+class CorpusError(BadInput):
     """The corpus cannot be read or lacks WIT's columns; the message names the corpus and what is missing."""
 
 

@@ -3,8 +3,10 @@ source (Hub id or folder), row and field."""
 
 from __future__ import annotations
 
+from cultureclip_guards import BadInput
 
-class EvalDataError(ValueError):
+
+class EvalDataError(BadInput):
     """Bad or unusable benchmark data (missing column, unreadable image, answer not among options, no items)."""
 
     def __init__(self, benchmark: str, message: str, row: int | None = None, field: str | None = None,

@@ -10,10 +10,12 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from cultureclip_guards import BadInput
+
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
-class HubFetchError(RuntimeError):
+class HubFetchError(BadInput, RuntimeError):
     """The Hub could not give the requested files (offline and not cached, missing repo or revision, gated)."""
 
 

@@ -13,6 +13,9 @@ from typing import Any, Protocol, runtime_checkable
 from PIL import Image
 
 
+from cultureclip_guards import RunFailure
+
+
 @dataclass
 class ChatRequest:
     """One conversation to answer.
@@ -41,7 +44,7 @@ class ChatBackend(Protocol):
         ...
 
 
-class ImageRenderError(RuntimeError):
+class ImageRenderError(RunFailure):
     """A backend produced no usable image for a prompt (failed decode, filtered frame, wrong size or type)."""
 
 

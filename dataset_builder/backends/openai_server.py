@@ -28,13 +28,15 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
+from cultureclip_guards import RunFailure
+
 from .answer_log import AnswerLog, canonical_json, request_key
 from .base import ChatRequest
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
-class ServerError(RuntimeError):
+class ServerError(RunFailure):
     """A request that could not be answered (non-retryable status, malformed answer, or retries exhausted)."""
 
 
