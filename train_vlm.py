@@ -4,8 +4,10 @@
     python train_vlm.py --recipe vlm-demo --model ./tiny-vlm --dataset ./cultureverse --max_steps 4
 
 Recipes: cultureclip_training/recipes/vlm/*.yaml or a YAML path; every field can be overridden on the command line;
-`--resume latest` continues from the newest checkpoint in output_dir. Exit status: 0 done, 2 bad arguments, data
-or checkpoint, 3 training diverged (NaN/inf).
+`--resume latest` continues from the newest checkpoint in output_dir.
+
+Exit status: 0 done; 2 bad input (arguments, recipe, data, model, checkpoint), one line on stderr; 1 a failure
+while running; 3 training diverged (NaN/inf). `--debug` (or CULTURECLIP_DEBUG=1) shows the traceback.
 """
 
 from __future__ import annotations
@@ -14,21 +16,19 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cultureclip_training import CheckpointError, RecipeError, TrainingDiverged
-    from cultureclip_training.vlm_sft import VLMDataError, parse_vlm_command_line, train_vlm
+    """Train as the command line says; returns the exit status (see the module doc)."""
+    from cultureclip_guards import run_command
 
-    argv = sys.argv[1:] if argv is None else argv
+    return run_command("train_vlm.py", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    from cultureclip_training.vlm_sft import parse_vlm_command_line, train_vlm
+
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0
-    try:
-        train_vlm(parse_vlm_command_line(argv))
-    except (RecipeError, VLMDataError, CheckpointError, FileNotFoundError) as error:
-        print(f"train_vlm.py: error: {error}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as error:
-        print(f"train_vlm.py: training stopped: {error}", file=sys.stderr)
-        return 3
+    train_vlm(parse_vlm_command_line(argv))
     return 0
 
 

@@ -1,8 +1,9 @@
 """`cultureclip-demo --output-dir DIR [--seeds N] [--quick] [--ablation] [--overwrite] [--device cpu] [--config YAML]
 [--threads N] [--workers N]`.
 
-A bad option, config, recipe, style or output folder prints one line (`cultureclip-demo: error: ...`) and exits
-with status 2 before any work starts.
+Exit status: 0 done; 2 bad input (an option, config, recipe, style, or an output folder holding files the demo
+did not make), reported in one line (`cultureclip-demo: error: ...`) before any work starts; 1 a failure while
+running; 3 a training run diverged. `--debug` (or CULTURECLIP_DEBUG=1) shows the traceback.
 """
 
 from __future__ import annotations
@@ -13,18 +14,21 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from cultureclip_guards import run_command
+from cultureclip_guards.arguments import DEBUG_HELP, int_at_least
+
 from .config import DemoConfig, DemoConfigError, load_config, resolve
 
 PROG = "cultureclip-demo"
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=PROG, description=(
+    parser = argparse.ArgumentParser(prog=PROG, epilog=__doc__.split("\n\n", 1)[1], description=(
         "Offline CultureCLIP demo: build a mini CulTwin from Twemoji, pretrain a tiny CLIP, fine-tune it with the "
         "plain CLIP loss and with CultureCLIP over several seeds, choose each run's WiSE-FT alpha on validation "
         "views, score everything once on test views, write results and Hub-ready folders."))
     parser.add_argument("--output-dir", required=True, help="folder for results/, hub/ and work/")
-    parser.add_argument("--seeds", type=int, default=None, help="fine-tuning seeds per method (default: config's)")
+    parser.add_argument("--seeds", type=int_at_least(1), default=None, help="fine-tuning seeds per method (default: config's)")
     parser.add_argument("--quick", action="store_true", help="tiny configuration for tests (seconds, not minutes)")
     parser.add_argument("--ablation", action="store_true",
                         help="also run the config's ablation variants (faithful objective, each improved switch off)")
@@ -33,10 +37,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                              "own work/, results/ and hub/ there are replaced)")
     parser.add_argument("--config", default=None, help="demo config YAML (default: default.yaml, or quick.yaml)")
     parser.add_argument("--device", default="cpu", choices=["cpu"], help="only cpu is supported")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=int_at_least(1), default=None,
                         help="torch threads for pretraining and other single-process stages (default: config's)")
-    parser.add_argument("--workers", type=int, default=None,
+    parser.add_argument("--workers", type=int_at_least(1), default=None,
                         help="processes running fine-tuning jobs side by side (default: config's)")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return parser.parse_args(argv)
 
 
@@ -86,21 +91,21 @@ def preflight(config: DemoConfig, ablation: bool, output_dir: Path, overwrite: b
     try:
         check_output_dir(output_dir.resolve(), overwrite)
     except DemoOutputError as error:
-        raise DemoConfigError(str(error)) from None
+        raise DemoConfigError(str(error), hint=error.hint) from None
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script; prints a short summary and returns 0 (2 on bad input)."""
+    """Entry point of the console script; prints a short summary and returns the exit status (module doc)."""
+    return run_command(PROG, _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args = parse(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        config = configure(args)
-        preflight(config, args.ablation, Path(args.output_dir), args.overwrite)
-    except DemoConfigError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
+    config = configure(args)
+    preflight(config, args.ablation, Path(args.output_dir), args.overwrite)
     from .pipeline import run_demo  # heavy imports after input errors are reported
 
     summary = run_demo(config, args.output_dir, device=args.device, ablation=args.ablation,

@@ -10,12 +10,12 @@ refused unless the user passes `--overwrite`; even then only the demo's own entr
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import shutil
 from pathlib import Path
 
-from cultureclip_guards import BadInput
+from cultureclip_guards import BadInput, refuse_foreign
+from cultureclip_guards.files import atomic_write_json, publish_entries
 
 MARKER = "cultureclip-demo.json"
 ENTRIES = ("work", "results", "hub")
@@ -52,13 +52,13 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
     if busy:
         raise DemoOutputError(f"--output-dir {out}: another demo run (process {busy[0][len(STAGING_PREFIX):]}) is "
                               "writing into it")
-    ours = set(ENTRIES) | {MARKER} if MARKER in entries else set()
-    foreign = sorted(name for name in entries - ours if _staging_pid(name) is None)
-    if foreign and not overwrite:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise DemoOutputError(f"--output-dir {out}: holds files the demo did not make ({shown}); choose an empty or "
-                              "new folder, or pass --overwrite to replace the demo's entries "
-                              f"({', '.join(ENTRIES)}) there")
+    ours = (set(ENTRIES) | {MARKER} if MARKER in entries else set()) | {n for n in entries if _staging_pid(n)}
+    try:
+        refuse_foreign(out, ours, made_by="the demo", overwrite=overwrite,
+                       hint="choose an empty or new folder, or pass --overwrite to replace the demo's entries "
+                            f"({', '.join(ENTRIES)}) there")
+    except BadInput as error:
+        raise DemoOutputError(str(error), hint=error.hint) from None
 
 
 def start_staging(out: Path) -> Path:
@@ -76,19 +76,10 @@ def start_staging(out: Path) -> Path:
 def publish(staging: Path, out: Path, info: dict) -> None:
     """Move the finished run's entries from `staging` into `out`, replacing the previous ones, and write the
     marker last."""
-    for name in ENTRIES:
-        new, old = staging / name, out / name
-        if not new.exists():
-            raise FileNotFoundError(f"the run did not write {new}")
-        retired = staging / f"previous-{name}"
-        if old.exists() or old.is_symlink():
-            os.replace(old, retired)
-        os.replace(new, old)
+    publish_entries(staging, out, ENTRIES, staging / "previous")
     marker = {"made_by": "cultureclip-demo", "entries": list(ENTRIES),
               "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **info}
-    temporary = staging / MARKER
-    temporary.write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, out / MARKER)
+    atomic_write_json(out / MARKER, marker, sort_keys=False, indent=2)
     shutil.rmtree(staging, ignore_errors=True)
 
 

@@ -1,4 +1,7 @@
-"""One error path for every command line: known faults become one or two lines and an exit status.
+"""One error path for every command line: a known fault becomes one line and an exit status.
+
+The line reads `PROG: error: what is wrong (naming the file, row, field or option and what was expected); what to
+do`.
 
 Exit statuses: 0 done, 1 a failure while running (a server that stays down, a rank that never came, a full disk),
 2 bad input (arguments, recipes, configs, data, checkpoints, output folders), 3 training diverged (NaN/inf).
@@ -153,9 +156,7 @@ def run_command(prog: str, body: Callable[[list[str]], int | None], argv: Sequen
             raise  # a genuine bug: Python prints the traceback
         status, message, hint = known
         label = "training stopped" if status == EXIT_DIVERGED else "error"
-        print(f"{prog}: {label}: {message}", file=sys.stderr)
-        if hint:
-            print(f"{prog}: {hint}", file=sys.stderr)
+        print(f"{prog}: {label}: {message}" + (f"; {hint}" if hint else ""), file=sys.stderr)
         return status
 
 

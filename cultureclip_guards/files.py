@@ -75,6 +75,41 @@ def atomic_dir(target: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     return target
 
 
+def publish_entries(staging: str | os.PathLike, target: str | os.PathLike, entries: tuple[str, ...],
+                    retired: str | os.PathLike, required: bool = True) -> None:
+    """Move finished `entries` (files or folders) from `staging` into `target`, each by one rename, retiring the
+    previous ones into `retired` first and deleting them only at the end.
+
+    A kill leaves every entry either old or new; `restore_entries(target, entries, retired)` (run at the start of
+    the next attempt) puts back an old entry whose new one never arrived.
+    """
+    staging, target, retired = Path(staging), Path(target), Path(retired)
+    shutil.rmtree(retired, ignore_errors=True)
+    retired.mkdir(parents=True)
+    for name in entries:
+        new, old = staging / name, target / name
+        if not new.exists():
+            if required:
+                raise FileNotFoundError(f"the run did not write {new}")
+            continue
+        if old.exists() or old.is_symlink():
+            os.replace(old, retired / name)
+        os.replace(new, old)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def restore_entries(target: str | os.PathLike, entries: tuple[str, ...], retired: str | os.PathLike) -> list[str]:
+    """After a kill inside `publish_entries`: move retired entries back where no new one took their place."""
+    target, retired = Path(target), Path(retired)
+    restored = []
+    for name in entries:
+        if (retired / name).exists() and not (target / name).exists():
+            os.replace(retired / name, target / name)
+            restored.append(name)
+    shutil.rmtree(retired, ignore_errors=True)
+    return restored
+
+
 def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
     """Read a JSON file; a missing or malformed one raises BadInput naming the file, line and column."""
     path = Path(path)
@@ -130,5 +165,5 @@ def load_weights_only(path: str | os.PathLike, map_location: Any = "cpu") -> Any
         raise BadInput(f"{path}: not a readable tensor file ({' '.join(str(exc).split())[:200]})") from None
 
 
-__all__ = ["atomic_dir", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "load_weights_only",
+__all__ = ["publish_entries", "restore_entries", "atomic_dir", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "load_weights_only",
            "read_json", "read_yaml"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 from huggingface_hub import HfApi, ModelCard, ModelCardData
 
+from cultureclip_guards import atomic_dir  # re-exported: the demo and reproduce use it from here
 from modeling_cultureclip import CultureCLIPModel
 
 from .lora import merge_lora, save_adapter, wise_ft
@@ -46,18 +46,6 @@ def hub_id_or_none(value: str | None) -> str | None:
     if value and _HUB_ID.match(value) and not os.path.exists(value):
         return value
     return None
-
-
-def atomic_dir(target: Path, write: Callable[[Path], Any]) -> Path:
-    """Write a folder through `write(temporary)` and move it over `target` in one step."""
-    temporary = target.with_name(f".tmp-{target.name}")
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
-    write(temporary)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(temporary, target)
-    return target
 
 
 def render_card(args: TrainArgs, summary: dict[str, Any], has_adapter: bool) -> ModelCard:
@@ -145,4 +133,4 @@ def push_artifacts(artifacts: Artifacts, repo_id: str, private: bool = False, ap
     return repo_id
 
 
-__all__ = ["Artifacts", "hub_id_or_none", "push_artifacts", "render_card", "write_artifacts"]
+__all__ = ["Artifacts", "atomic_dir", "hub_id_or_none", "push_artifacts", "render_card", "write_artifacts"]

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from cultureclip_guards import BadInput
+from cultureclip_guards import BadInput, load_weights_only, read_json
 
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^step-(\d{8})$")
@@ -121,6 +121,11 @@ def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor],
         extra, missing = sorted(set(state) - set(params))[:3], sorted(set(params) - set(state))[:3]
         raise CheckpointError(f"{source}: trainable parameters differ from this run's (unexpected {extra}, "
                               f"missing {missing}); resume with the settings the checkpoint was made with")
+    shapes = [f"{name} {tuple(state[name].shape)} vs {tuple(p.shape)}" for name, p in params.items()
+              if tuple(state[name].shape) != tuple(p.shape)]
+    if shapes:
+        raise CheckpointError(f"{source}: trainable parameter shapes differ from this run's ({'; '.join(shapes[:3])}); "
+                              "resume with the LoRA rank and layers the checkpoint was made with")
     with torch.no_grad():
         for name, value in state.items():
             params[name].copy_(value.to(params[name].device, params[name].dtype))
@@ -164,16 +169,46 @@ def save_checkpoint(output_dir: str | os.PathLike, position: Position, model: to
     return final
 
 
+def _read(path: Path, what: str) -> Any:
+    try:
+        return read_json(path, what)
+    except BadInput as error:
+        raise CheckpointError(str(error)) from None
+
+
+def _safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except Exception as error:  # safetensors raises its own SafetensorError (and OSError) for a bad file
+        raise CheckpointError(f"{path}: not a readable safetensors file ({' '.join(str(error).split())[:200]})"
+                              ) from None
+
+
+def _tensors(path: Path) -> Any:
+    try:
+        return load_weights_only(path)
+    except BadInput as error:
+        raise CheckpointError(str(error), hint=error.hint) from None
+
+
 def verify(path: Path) -> dict[str, Any]:
     """Check every file against the manifest; returns state.json."""
-    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    manifest = _read(path / "manifest.json", "checkpoint manifest")
+    if not isinstance(manifest, dict) or not all(isinstance(v, str) for v in manifest.values()):
+        raise CheckpointError(f"{path / 'manifest.json'}: expected a mapping of file name to sha256")
     for name, digest in manifest.items():
+        if "/" in name or "\\" in name or name in ("", ".", ".."):
+            raise CheckpointError(f"{path / 'manifest.json'}: file name {name!r} leaves the checkpoint folder")
         file = path / name
         if not file.is_file():
             raise CheckpointError(f"checkpoint {path}: file {name} is missing")
         if _sha256(file) != digest:
             raise CheckpointError(f"checkpoint {path}: file {name} does not match its checksum")
-    return json.loads((path / "state.json").read_text(encoding="utf-8"))
+    state = _read(path / "state.json", "checkpoint state")
+    missing = [k for k in ("step", "epoch", "step_in_epoch", "world_size") if not isinstance(state.get(k), int)]
+    if missing:
+        raise CheckpointError(f"{path / 'state.json'}: field(s) {missing} missing or not whole numbers")
+    return state
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any, rank: int,
@@ -183,11 +218,17 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: Any, schedule
     if state["world_size"] != world_size:
         raise CheckpointError(f"checkpoint {path} was written by {state['world_size']} processes; this run has "
                               f"{world_size}; resume with the same number so data order and RNG streams match")
-    load_trainable_state(model, load_file(str(path / "trainable.safetensors")), str(path))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    plain = json.loads((path / f"rng-rank{rank}.json").read_text(encoding="utf-8"))
-    set_rng_state(load_file(str(path / f"rng-rank{rank}.safetensors")), plain)
+    load_trainable_state(model, _safetensors(path / "trainable.safetensors"), str(path))
+    try:
+        optimizer.load_state_dict(_tensors(path / "optimizer.pt"))
+        scheduler.load_state_dict(_tensors(path / "scheduler.pt"))
+    except (KeyError, ValueError, TypeError) as error:
+        if isinstance(error, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: optimizer/scheduler state does not fit this run ({error}); resume with "
+                              "the settings the checkpoint was made with") from None
+    plain = _read(path / f"rng-rank{rank}.json", "RNG state")
+    set_rng_state(_safetensors(path / f"rng-rank{rank}.safetensors"), plain)
     return Position(step=state["step"], epoch=state["epoch"], step_in_epoch=state["step_in_epoch"])
 
 

@@ -31,6 +31,7 @@ from modeling_cultureclip.tiny import build_word_tokenizer, tiny_config, tiny_pr
 from cultureclip_guards import Diverged
 
 from . import checkpointing as ckpt
+from . import preflight
 from .artifacts import Artifacts, push_artifacts, write_artifacts
 from .data import BatchPlan, epoch_batches, load_split, prepare
 from .distributed import all_finite, feature_gather_or_none, mean_over_ranks
@@ -91,6 +92,7 @@ def load_model(args: TrainArgs, dataset: datasets.Dataset, model: Any = None,
         model = CultureCLIPModel(tiny_config(len(tokenizer)))
         processor = processor or tiny_processor(tokenizer)
     else:
+        preflight.check_model_source(args.model)
         if AutoConfig.from_pretrained(args.model).model_type == "cultureclip":
             model = CultureCLIPModel.from_pretrained(args.model)
         else:
@@ -102,6 +104,7 @@ def load_model(args: TrainArgs, dataset: datasets.Dataset, model: Any = None,
         # weights are trained in fp32 (mixed_precision autocasts the matmuls); a half-precision checkpoint is
         # upcast once here instead of being stepped in bf16/fp16
         model.float()
+    preflight.check_tokenizer(processor.tokenizer, model.config, args.model)
     for name in OBJECTIVE_FIELDS:
         setattr(model.config, name, getattr(args, name))
     model.config.validate_objective()
@@ -149,9 +152,12 @@ def train(args: TrainArgs, dataset: datasets.Dataset | None = None, model: Any =
     bad resume.
     """
     output = Path(args.output_dir)
+    preflight.check_output_dir(args)  # read-only, on every rank, before any rank writes
     # accelerate only sets up gloo ranks on a GPU-less machine when told it runs on CPU; without this each
     # process launched by torchrun / `accelerate launch --multi_gpu` would train alone
     cpu_ranks = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    # the ranks meet within a short timeout first (a missing rank is named, not waited for 30 minutes)
+    preflight.start_processes(args, "gloo" if cpu_ranks or not torch.cuda.is_available() else "nccl")
     # the demo calls train() several times in one process, possibly with other precision settings; accelerate
     # keeps those in a singleton, so start it afresh (the process group itself is kept)
     AcceleratorState._reset_state(reset_partial_state=False)
@@ -203,14 +209,22 @@ def train(args: TrainArgs, dataset: datasets.Dataset | None = None, model: Any =
     position = ckpt.Position(step=0, epoch=0, step_in_epoch=0)
     metrics_path = output / METRICS_FILE
     history: list[dict[str, float]] = []
-    if args.resume:
-        path = ckpt.resolve_resume(output, args.resume)
+    run_settings = preflight.resume_settings(args, len(dataset), getattr(dataset, "_fingerprint", None))
+    resume_from = ckpt.resolve_resume(output, args.resume) if args.resume else None
+    if resume_from is not None and not preflight.check_resume(resume_from, ckpt.verify(resume_from), run_settings,
+                                                              args.overwrite):
+        accelerator.print(f"--overwrite: {resume_from} was made with other settings; starting over")
+        resume_from = None
+    if resume_from is not None:
+        path = resume_from
         position = ckpt.load_checkpoint(path, trained, optimizer, scheduler, rank, world)
         history = _read_history(metrics_path, position.step)
         accelerator.print(f"resumed from {path} at step {position.step} (epoch {position.epoch}, "
                           f"{position.step_in_epoch} batches done)")
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
+        if args.overwrite and resume_from is None:
+            preflight.clear_previous_run(output)
         _write_history(metrics_path, history)
     accelerator.init_trackers("cultureclip", config={k: v if isinstance(v, int | float | str | bool) else str(v)
                                                      for k, v in args.to_dict().items()})
@@ -219,7 +233,8 @@ def train(args: TrainArgs, dataset: datasets.Dataset | None = None, model: Any =
         return objective_loss(features, scale, args.objective, settings, loss_gather)
 
     run_info = {"recipe": args.recipe, "seed": args.seed, "global_batch": plan.global_batch,
-                "accumulation": args.accumulation}
+                "accumulation": args.accumulation,
+                "settings": run_settings}
     progress = tqdm(total=total_steps, initial=position.step, desc="training",
                     disable=not (accelerator.is_main_process and args.progress_bar))
     started, steps_run = time.perf_counter(), 0

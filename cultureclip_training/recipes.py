@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from modeling_cultureclip import LOSS_TERMS
+from modeling_cultureclip import LOSS_MODES, LOSS_TERMS
 
-from cultureclip_guards import BadInput
+from cultureclip_guards import BadInput, read_yaml
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 OBJECTIVES = ("cultureclip", "clip")
@@ -27,6 +27,7 @@ ACCUMULATION_MODES = ("feature_cache", "plain")
 RENAMED_RECIPES = {"paper-b32": "release-b32 (the authors' exact launch) or faithful-cached-b32 (the old paper-b32)",
                    "paper-l14": "release-l14 (the authors' launch on ViT-L/14) or faithful-cached-l14 (the old one)"}
 FINETUNE_MODES = ("lora", "full")
+
 TINY_MODEL = "tiny"
 
 
@@ -104,6 +105,10 @@ class TrainArgs:
     checkpoint_every: int = 500  # steps; 0 disables
     keep_checkpoints: int = 3
     resume: str | None = None  # "latest" or a checkpoint folder
+    # start over in an output_dir that holds another run, a model or files (refused without it), or instead of
+    # resuming a checkpoint whose settings differ from this run's
+    overwrite: bool = False
+    rendezvous_timeout_s: float | None = None  # multi-process start-up wait; None: CULTURECLIP_RENDEZVOUS_TIMEOUT_S or 60
     log_every: int = 10
     report_to: str = "auto"  # "auto" (TensorBoard when installed), "tensorboard", "none"
     progress_bar: bool = True
@@ -134,9 +139,49 @@ class TrainArgs:
             fail("accumulation", f"one of {ACCUMULATION_MODES}")
         if self.loss_terms not in LOSS_TERMS:
             fail("loss_terms", f"one of {tuple(LOSS_TERMS)}")
-        for name in ("per_device_batch_size", "micro_batches"):
+        if self.loss_mode not in LOSS_MODES:
+            fail("loss_mode", f"one of {LOSS_MODES}")
+        for name in ("per_device_batch_size", "micro_batches", "log_every"):
             if getattr(self, name) < 1:
                 fail(name, "an integer >= 1")
+        for name in ("warmup_steps", "num_workers"):
+            if getattr(self, name) < 0:
+                fail(name, "an integer >= 0")
+        for name in ("weight_decay", "caption_loss_weight", "concept_loss_weight"):
+            if getattr(self, name) < 0:
+                fail(name, "a number >= 0")
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            fail("max_train_samples", "an integer >= 1 or null")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                fail(name, "a number in [0, 1)")
+        if self.adam_epsilon <= 0:
+            fail("adam_epsilon", "a number > 0")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            fail("max_grad_norm", "a number > 0 or null")
+        from transformers import SchedulerType  # get_scheduler's names: a typo fails before any loading
+
+        schedulers = tuple(kind.value for kind in SchedulerType)
+        if self.lr_scheduler not in schedulers:
+            fail("lr_scheduler", f"one of {schedulers}")
+        if self.finetune == "lora":
+            if self.lora_rank < 1:
+                fail("lora_rank", "an integer >= 1")
+            if self.lora_alpha <= 0:
+                fail("lora_alpha", "a number > 0")
+            if not 0.0 <= self.lora_dropout < 1.0:
+                fail("lora_dropout", "a number in [0, 1)")
+            if not self.lora_towers or set(self.lora_towers) - {"text", "vision"}:
+                fail("lora_towers", "a non-empty list of text and/or vision")
+            if not self.lora_targets:
+                fail("lora_targets", "a non-empty list of module names (e.g. q_proj, v_proj)")
+            layers = self.lora_layers.strip()
+            if not (layers == "all" or all(part.strip().isdigit() for part in layers.split(","))):
+                fail("lora_layers", "'all' or comma-separated layer indices such as 0,1,5")
+        if not self.output_dir.strip():
+            fail("output_dir", "a folder path")
+        if self.rendezvous_timeout_s is not None and not self.rendezvous_timeout_s > 0:
+            fail("rendezvous_timeout_s", "a number of seconds > 0 or null")
         if self.max_steps is not None and self.max_steps < 1:
             fail("max_steps", "an integer >= 1 or null")
         if self.max_steps is None and not self.epochs > 0:
@@ -197,8 +242,10 @@ class RecipeSchema:
         path = self._path(name_or_path)
         if str(path.resolve()) in _seen:
             raise RecipeError(f"recipe {path} inherits from itself")
-        with open(path, encoding="utf-8") as handle:
-            values = yaml.safe_load(handle) or {}
+        try:
+            values = read_yaml(path, "recipe") or {}
+        except BadInput as error:
+            raise RecipeError(str(error)) from None
         if not isinstance(values, dict):
             raise RecipeError(f"recipe {path}: expected a mapping of field: value, got {type(values).__name__}")
         parent = values.pop("inherit", None)

@@ -1,19 +1,27 @@
 """`build()`: run every stage over a run folder and export a Hub-layout dataset folder.
 
-Layout of `output_dir`: `data/*.parquet`, `README.md`, `provenance.json` (the dataset) and `run/` (per-stage item
-records, images and rank markers used for resuming; not uploaded by `push`).
+Layout of `output_dir`: `data/*.parquet`, `README.md`, `provenance.json`, `eval.yaml` (the dataset) and `run/`
+(per-stage item records, images and rank markers used for resuming; not uploaded by `push`).
+
+A folder is a build folder once `run/manifest.json` exists; a non-empty folder without one (a dataset export, a
+model, another dataset) is refused unless `overwrite`, and even then only the export's own entries and `run/` are
+replaced. A run folder started with another recipe, seed, limit or catalog content is refused with the differences
+listed; `overwrite` starts it over. Ranks of a multi-process build meet at start-up within a short timeout.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from cultureclip_guards import BadInput
+from cultureclip_guards import BadInput, file_rendezvous, refuse_foreign
+from cultureclip_guards.rendezvous import rendezvous_timeout_s as resolve_rendezvous_timeout
 
 from .backends import make_role_specs
 from .backends.base import ChatBackend, ImageBackend
@@ -26,6 +34,7 @@ from .stages import bottom_up as bottom_up_stage
 from .stages import captions as captions_stage
 from .stages import concepts as concepts_stage
 from .stages import export as export_stage
+from .stages.export import EXPORT_ENTRIES
 from .stages import image_check as image_check_stage
 from .stages import images as images_stage
 from .stages import judge as judge_stage
@@ -37,23 +46,94 @@ class RunMismatchError(BadInput):
     """The run folder was started with different settings; resuming it would mix two builds."""
 
 
+RUN_ENTRIES = ("run", ".rendezvous")
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _inputs(recipe: Recipe) -> dict[str, Any]:
+    """Content fingerprints of the files a build reads besides the recipe: the curated catalog and the prompts."""
+    from .prompts import load_prompt
+    from .twin_catalog import DEFAULT_CATALOG
+
+    out: dict[str, Any] = {}
+    if recipe.concepts.source == "curated":
+        catalog = Path(recipe.concepts.catalog or DEFAULT_CATALOG)
+        if catalog.is_file():  # a missing catalog is reported by the concepts stage, naming the file
+            out["catalog_sha256"] = _file_sha256(catalog)
+    for field_name, version in (("concepts.prompt", recipe.concepts.prompt), ("twins.prompt", recipe.twins.prompt),
+                                ("captions.prompt", recipe.captions.prompt), ("judge.prompt", recipe.judge.prompt)):
+        try:
+            out[f"{field_name}_sha256"] = load_prompt(version).sha256
+        except (OSError, ValueError):
+            pass  # an unknown prompt is reported by its stage
+    return out
+
+
 def _manifest(recipe: Recipe) -> dict[str, Any]:
-    return {"recipe": recipe.output_dict(), "format": 2}
+    return {"recipe": recipe.output_dict(), "format": 2, "inputs": _inputs(recipe)}
 
 
-def _check_manifest(run_dir: Path, recipe: Recipe) -> None:
-    """Refuse to resume a run folder started with settings that change the rows (runtime settings may differ)."""
+def manifest_differences(have: dict[str, Any], want: dict[str, Any]) -> list[str]:
+    """What differs between a run folder's manifest and this build's: recipe fields and input fingerprints."""
+    diff = [f"recipe field {k!r}: was {have.get('recipe', {}).get(k)!r}, now {want['recipe'][k]!r}"
+            for k in sorted(want["recipe"]) if have.get("recipe", {}).get(k) != want["recipe"][k]]
+    if "inputs" in have:  # manifests written before input fingerprints existed compare the recipe only
+        for key in sorted(set(have["inputs"]) | set(want["inputs"])):
+            if have["inputs"].get(key) != want["inputs"].get(key):
+                diff.append(f"{key.replace('_sha256', '')} content changed")
+    if have.get("format") != want["format"]:
+        diff.append(f"format {have.get('format')!r} -> {want['format']!r}")
+    return diff
+
+
+def check_output_folder(output_dir: Path, recipe: Recipe, overwrite: bool) -> list[str]:
+    """Read-only check before a build touches `output_dir`; returns the differences to start over from (only when
+    `overwrite`), else raises RunMismatchError/OutputInUse naming the folder."""
+    manifest = output_dir / "run" / "manifest.json"
+    if not manifest.is_file():
+        refuse_foreign(output_dir, RUN_ENTRIES, made_by="a CulTwin build (no run/manifest.json)", overwrite=overwrite,
+                       hint="choose a new or empty --output-dir, or pass --overwrite to build there (only the "
+                            f"export's own entries {list(EXPORT_ENTRIES)} and run/ are replaced)")
+        return []
+    diff = manifest_differences(read_json(manifest), _manifest(recipe))
+    if diff and not overwrite:
+        shown = "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
+        raise RunMismatchError(f"{output_dir / 'run'}: this run folder was started with different inputs ({shown})",
+                               hint="resume with the same recipe, seed, limit and catalog, use a new --output-dir, "
+                                    "or pass --overwrite to start the run over")
+    return diff
+
+
+def _start_over(run_dir: Path) -> None:
+    """Retire a run folder whose inputs changed (the user asked for it with --overwrite)."""
+    retired = run_dir.with_name(".retired-run")
+    shutil.rmtree(retired, ignore_errors=True)
+    run_dir.rename(retired)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def _check_manifest(run_dir: Path, recipe: Recipe, rank: int = 0, wait_s: float = 0.0) -> None:
+    """Write the manifest of a new run folder (rank 0), or wait up to `wait_s` until rank 0 has (other ranks)."""
     path = run_dir / "manifest.json"
     want = _manifest(recipe)
-    if path.exists():
-        have = read_json(path)
-        if have != want:
-            diff = sorted(k for k in want["recipe"] if have.get("recipe", {}).get(k) != want["recipe"][k])
-            diff = diff or ["format"]
-            raise RunMismatchError(f"{run_dir}: this run folder was started with different settings (fields {diff}); "
-                                   "resume with the same recipe, seed and limit, or use a new --output-dir")
-    else:
-        atomic_write_json(path, want)
+    deadline = time.monotonic() + wait_s
+    while True:
+        have = read_json(path) if path.exists() else None
+        if have is not None and not manifest_differences(have, want):
+            return
+        if rank == 0:
+            if have is not None:
+                raise RunMismatchError(f"{run_dir}: this run folder was started with different inputs "
+                                       f"({'; '.join(manifest_differences(have, want))})")
+            atomic_write_json(path, want)
+            return
+        if time.monotonic() > deadline:
+            raise RunMismatchError(f"{run_dir}: rank 0 did not write a manifest matching this rank's recipe within "
+                                   f"{wait_s:g} s; launch every rank with the same recipe and options")
+        time.sleep(0.05)
 
 
 def build(
@@ -69,8 +149,14 @@ def build(
     world: int | None = None,
     embedder: TextEmbedder | None = None,
     progress: bool = True,
+    overwrite: bool = False,
+    rendezvous_timeout_s: float | None = None,
 ) -> dict[str, Any]:
     """Build (or resume) a CulTwin folder. Backends default to the recipe's; rank/world to RANK/WORLD_SIZE.
+
+    Refuses (OutputInUse) a non-empty `output_dir` that is not a build folder, and (RunMismatchError) a run folder
+    started with other inputs, unless `overwrite`. Several ranks meet at start-up within `rendezvous_timeout_s`
+    (default CULTURECLIP_RENDEZVOUS_TIMEOUT_S or 60 s) and raise RendezvousTimeout naming the ranks that never came.
 
     Returns the summary (row counts per split and filter statistics); ranks other than 0 return after the judge
     stage with `{"rank": r, "exported": False}`, rank 0 exports.
@@ -87,8 +173,13 @@ def build(
         rank, world = rank_world()
     output_dir = Path(output_dir).resolve()
     run_dir = output_dir / "run"
+    start_over = check_output_folder(output_dir, recipe, overwrite)
+    timeout = resolve_rendezvous_timeout(rendezvous_timeout_s)
+    file_rendezvous(output_dir / ".rendezvous", rank, world, timeout)  # returns at once for one process
+    if rank == 0 and start_over and run_dir.exists():
+        _start_over(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _check_manifest(run_dir, recipe)
+    _check_manifest(run_dir, recipe, rank, wait_s=timeout)
 
     pool = BackendPool(make_role_specs(recipe), record_dir=run_dir / "backends", rank=rank, world=world)
     ctx = RunContext(run_dir, recipe, text_backend, image_backend, judge_backend, rank=rank, world=world,

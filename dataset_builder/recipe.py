@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, get_args, get_type_hints
+import types
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
-import yaml
+from cultureclip_guards import BadInput, read_yaml
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 
@@ -190,25 +191,131 @@ def _optional_dataclass(hint: Any) -> type | None:
     return next((h for h in options if isinstance(h, type) and is_dataclass(h)), None)
 
 
+def _type_ok(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a field's type hint (ints are accepted for floats, never bools for numbers)."""
+    if hint is Any:
+        return True
+    origin, args = get_origin(hint), get_args(hint)
+    if isinstance(hint, types.UnionType) or origin is Union:
+        return any(_type_ok(value, option) for option in args)
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        return isinstance(value, list) and all(_type_ok(item, args[0]) for item in value) if args else \
+            isinstance(value, list)
+    if origin is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) and _type_ok(v, args[1]) for k, v in value.items())
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    text = getattr(hint, "__name__", None) if not get_args(hint) else None
+    return text or str(hint).replace("typing.", "")
+
+
 def _build(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+        raise BadInput(f"{where}: expected a mapping, got {type(data).__name__}")
     hints = get_type_hints(cls)
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"{where}: unknown field(s) {unknown}; expected some of {sorted(names)}")
+        raise BadInput(f"{where}: unknown field(s) {unknown}; expected some of {sorted(names)}")
     kwargs = {}
     for key, value in data.items():
         hint = _optional_dataclass(hints[key])
         if hint is not None and value is not None:
             kwargs[key] = _build(hint, value, f"{where}.{key}")
-        else:
-            kwargs[key] = value
+            continue
+        if not _type_ok(value, hints[key]):
+            raise BadInput(f"{where}.{key}: expected {_type_name(hints[key])}, got {value!r}")
+        kwargs[key] = float(value) if hints[key] is float else value
     try:
         return cls(**kwargs)
     except TypeError as exc:
-        raise ValueError(f"{where}: {exc}") from None
+        raise BadInput(f"{where}: {exc}") from None
+
+
+CONCEPT_SOURCES = ("curated", "top-down", "bottom-up")
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+def _at_least(minimum: float) -> tuple[Any, str]:
+    return (lambda v: v is None or v >= minimum), f">= {minimum:g}"
+
+
+# (dotted field, test, what was expected): checked after types, before any work
+_RANGES: tuple[tuple[str, Any, str], ...] = (
+    ("text_batch_size", *_at_least(1)), ("limit_pairs", *_at_least(1)),
+    ("captions.per_side", *_at_least(1)), ("captions.max_words", *_at_least(2)),
+    ("captions.max_attempts", *_at_least(1)),
+    ("images.width", *_at_least(8)), ("images.height", *_at_least(8)), ("images.steps", *_at_least(1)),
+    ("images.batch_size", *_at_least(1)), ("images.guidance", *_at_least(0)),
+    ("judge.batch_size", *_at_least(1)), ("judge.image_max_side", *_at_least(16)),
+    ("export.rows_per_shard", *_at_least(1)),
+    ("twins.min_feature_similarity", lambda v: -1.0 <= v <= 1.0, "a cosine similarity in [-1, 1]"),
+    ("twins.image_check.min_similarity", lambda v: -1.0 <= v <= 1.0, "a cosine similarity in [-1, 1]"),
+    ("twins.image_check.batch_size", *_at_least(1)),
+    ("concepts.bottom_up.max_screened", *_at_least(1)), ("concepts.bottom_up.max_candidates", *_at_least(1)),
+    ("concepts.bottom_up.fetch_workers", *_at_least(1)), ("concepts.bottom_up.fetch_retries", *_at_least(0)),
+    ("concepts.bottom_up.fetch_timeout_s", lambda v: v > 0, "> 0 seconds"),
+    ("concepts.bottom_up.max_image_bytes", *_at_least(1)), ("concepts.bottom_up.max_image_side", *_at_least(16)),
+    ("runtime.barrier_timeout_s", lambda v: v > 0, "> 0 seconds"),
+    ("concepts.source", lambda v: v in CONCEPT_SOURCES, f"one of {list(CONCEPT_SOURCES)}"),
+    ("export.caption_pairing", lambda v: v in CAPTION_PAIRINGS, f"one of {list(CAPTION_PAIRINGS)}"),
+)
+
+
+def _field(recipe: Recipe, dotted: str) -> tuple[bool, Any]:
+    value: Any = recipe
+    for part in dotted.split("."):
+        if value is None:
+            return False, None
+        value = getattr(value, part)
+    return True, value
+
+
+def validate_recipe(recipe: Recipe, where: str) -> None:
+    """Range-check every count, fraction and choice of a recipe; raise BadInput naming the field."""
+    for dotted, test, expected in _RANGES:
+        present, value = _field(recipe, dotted)
+        if present and value is not None and not test(value):
+            raise BadInput(f"{where}: {dotted}: expected {expected}, got {value!r}")
+    fractions = recipe.export.split_fractions
+    unknown = sorted(set(fractions) - set(SPLIT_NAMES))
+    if unknown:
+        raise BadInput(f"{where}: export.split_fractions: unknown split(s) {unknown}; expected {list(SPLIT_NAMES)}")
+    bad = {k: v for k, v in fractions.items() if not 0.0 <= v <= 1.0}
+    if bad:
+        raise BadInput(f"{where}: export.split_fractions: each fraction must be in [0, 1], got {bad}")
+    if abs(sum(fractions.values()) - 1.0) > 1e-6:
+        raise BadInput(f"{where}: export.split_fractions: the fractions must sum to 1, got {dict(fractions)} "
+                       f"(sum {sum(fractions.values()):g})")
+    from .catalog import CATEGORIES, lookup_country
+
+    countries, categories = recipe.concepts.countries, recipe.concepts.categories
+    if countries != "all":
+        if not isinstance(countries, list) or not countries:
+            raise BadInput(f"{where}: concepts.countries: expected 'all' or a non-empty list, got {countries!r}")
+        for i, value in enumerate(countries):
+            try:
+                lookup_country(str(value))
+            except ValueError as exc:
+                raise BadInput(f"{where}: concepts.countries[{i}]: {exc}") from None
+    if categories != "all":
+        if not isinstance(categories, list) or not categories:
+            raise BadInput(f"{where}: concepts.categories: expected 'all' or a non-empty list, got {categories!r}")
+        unknown = [c for c in categories if c not in CATEGORIES]
+        if unknown:
+            raise BadInput(f"{where}: concepts.categories: unknown {unknown}; expected some of {list(CATEGORIES)}")
 
 
 def header_departures(text: str) -> list[str]:
@@ -230,28 +337,19 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     path = Path(name_or_path)
     if not path.suffix:
         path = RECIPE_DIR / f"{name_or_path}.yaml"
-    if not path.exists():
+    if not path.is_file():
         known = sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
-        raise FileNotFoundError(f"recipe {name_or_path!r} not found (packaged recipes: {known})")
+        raise BadInput(f"recipe {name_or_path!r} not found (packaged recipes: {known}, or a YAML file path)")
     text = path.read_text(encoding="utf-8")
-    data = yaml.safe_load(text)
+    data = read_yaml(path, "recipe")
     # a recipe written back from provenance (`Recipe.to_dict`) lists its departures as a field; a hand-written one
     # states them in its header comments
     listed = data.get("departures", []) if isinstance(data, dict) else []
     if not (isinstance(listed, list) and all(isinstance(item, str) for item in listed)):
-        raise ValueError(f"{path}: departures must be a list of strings, got {listed!r}")
+        raise BadInput(f"{path}: departures must be a list of strings, got {listed!r}")
     recipe = _build(Recipe, data, str(path))
     recipe.departures = list(dict.fromkeys([*recipe.departures, *header_departures(text)]))
-    for attr in ("captions", "images", "judge"):
-        if getattr(recipe, attr).__class__ is dict:  # pragma: no cover - guarded by _build
-            raise ValueError(f"{path}: {attr} must be a mapping")
-    if recipe.captions.per_side < 1 or recipe.captions.max_words < 2:
-        raise ValueError(f"{path}: captions.per_side must be >= 1 and captions.max_words >= 2")
-    if recipe.export.caption_pairing not in CAPTION_PAIRINGS:
-        raise ValueError(f"{path}: export.caption_pairing must be one of {list(CAPTION_PAIRINGS)}, "
-                         f"got {recipe.export.caption_pairing!r}")
-    if recipe.judge.image_max_side is not None and recipe.judge.image_max_side < 16:
-        raise ValueError(f"{path}: judge.image_max_side must be >= 16 pixels or null, got {recipe.judge.image_max_side}")
+    validate_recipe(recipe, str(path))
     from .embedders import check_embedder_spec
 
     check_embedder_spec(recipe.twins.embedder, f"{path}: twins.embedder")

@@ -8,19 +8,18 @@ never half a file. A rerun treats an existing record as done.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import re
-import tempfile
 import time
 import unicodedata
 from pathlib import Path
 from typing import Any, Iterable
 
+# the atomic writes live in cultureclip_guards (shared by every package); fsync there is skipped with
+# CULTURECLIP_FSYNC=0 or DATASET_BUILDER_FSYNC=0 on throwaway runs, e.g. in tests
+from cultureclip_guards.files import atomic_write_bytes, atomic_write_json  # noqa: F401  (re-exported)
+from cultureclip_guards.files import read_json as _read_json
+
 _SLUG_RE = re.compile(r"[^a-z0-9]+")
-# fsync makes records survive a power loss; a killed process never needs it (os.replace is atomic either way).
-# DATASET_BUILDER_FSYNC=0 skips it on throwaway runs, e.g. in tests.
-FSYNC = os.environ.get("DATASET_BUILDER_FSYNC", "1") != "0"
 
 
 def short_hash(text: str, length: int = 10) -> str:
@@ -59,35 +58,9 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temp file in the same folder and `os.replace`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            if FSYNC:
-                os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Atomically write `obj` as UTF-8 JSON with sorted keys (stable bytes for checksums)."""
-    atomic_write_bytes(path, json.dumps(obj, ensure_ascii=False, sort_keys=True, indent=1).encode("utf-8"))
-
-
 def read_json(path: Path) -> Any:
-    """Read a JSON file, naming the file in any error."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read JSON record ({exc})") from exc
+    """Read a JSON record, naming the file in any error (BadInput, a ValueError)."""
+    return _read_json(path, "JSON record")
 
 
 class StageStore:

@@ -8,12 +8,13 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import datasets
+
+from cultureclip_guards import atomic_write_json
 
 from .encoders import DualEncoder, load_encoder
 from .errors import EvalDataError
@@ -124,18 +125,8 @@ def safe_name(text: str) -> str:
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON through a temp file in the same folder and os.replace, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=False, ensure_ascii=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write JSON (indent 2, keys in order) through a temp file and os.replace, so readers never see half a file."""
+    atomic_write_json(path, payload, sort_keys=False, indent=2)
 
 
 def _source_of(bench: Benchmark, data_dirs: Mapping[str, str], hub_datasets: Mapping[str, str]

@@ -39,6 +39,10 @@ RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 class ServerError(RunFailure):
     """A request that could not be answered (non-retryable status, malformed answer, or retries exhausted)."""
 
+    def __init__(self, message: str = "", hint: str | None = None):
+        super().__init__(message, hint or "every answer received so far is in the run folder; rerun the same "
+                                          "command to resume")
+
 
 class _Endpoint:
     """One base URL: scheme, host, port and the chat-completions path."""

@@ -10,9 +10,12 @@ import hashlib
 import json
 import math
 import os
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
+
+from cultureclip_guards.files import publish_entries, restore_entries
 
 from ..runstore import atomic_write_bytes, atomic_write_json
 from ..schema import Concept, row_features
@@ -21,6 +24,9 @@ from .images import image_key, read_image_bytes
 from .twins import Pair
 
 SPLITS = ("train", "validation", "test")
+# the dataset's own entries in the output folder, replaced together once a new export is complete
+EXPORT_ENTRIES = ("data", "README.md", "provenance.json", "eval.yaml")
+KILL_HOOK_ENV = "DATASET_BUILDER_TEST_KILL_AFTER_SHARDS"  # tests: SIGKILL this process after N shards are written
 
 
 def _side(prefix: str, c: Concept, caps: list[str], k: int, png: bytes, seed: int, scores: dict[str, int]) -> dict[str, Any]:
@@ -100,7 +106,12 @@ def assign_splits(pair_ids: list[str], fractions: dict[str, float]) -> dict[str,
 def run(ctx: RunContext, output_dir: Path, pairs: list[Pair], concepts: dict[str, Concept],
         captions: dict[str, dict[str, Any]], images: dict[str, dict[str, Any]], judge: dict[str, dict[str, Any]],
         stats: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
-    """Write `output_dir/data/*.parquet`, `README.md` and `provenance.json`; return the export summary."""
+    """Write `output_dir/data/*.parquet`, `README.md`, `provenance.json` and `eval.yaml`; return the summary.
+
+    Everything is written under `run/export/staging/` first and moved into place entry by entry once complete, so a
+    kill during the export leaves the previous export readable (an entry caught between its two renames is put back
+    by the next run).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -127,8 +138,13 @@ def run(ctx: RunContext, output_dir: Path, pairs: list[Pair], concepts: dict[str
             row.update({"source": p.source, "text_model": text_model})
             yield row
 
-    data_dir = output_dir / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    export_dir = ctx.run_dir / "export"
+    staging, retired = export_dir / "staging", export_dir / "retired"
+    restore_entries(output_dir, EXPORT_ENTRIES, retired)
+    shutil.rmtree(staging, ignore_errors=True)
+    data_dir = staging / "data"
+    data_dir.mkdir(parents=True)
+    kill_after = int(os.environ.get(KILL_HOOK_ENV, "0") or 0)
     written: list[str] = []
     split_rows: dict[str, int] = {}
     split_bytes: dict[str, int] = {}
@@ -148,20 +164,23 @@ def run(ctx: RunContext, output_dir: Path, pairs: list[Pair], concepts: dict[str
             os.replace(tmp, data_dir / name)
             split_bytes[split] += table.nbytes
             written.append(name)
-    for stale in data_dir.glob("*.parquet"):
-        if stale.name not in written:
-            stale.unlink()  # shards of an earlier export with another shard count
+            if kill_after and len(written) >= kill_after:
+                import signal
+
+                os.kill(os.getpid(), signal.SIGKILL)
 
     export_stats = {"rows": split_rows, "pairs": dict(Counter(split_of.values())), "caption_pairing": pairing,
                     "sample_drops": dict(sorted(drops.items()))}
     stats = {**stats, "export": export_stats}
-    atomic_write_json(output_dir / "provenance.json", {**provenance, "statistics": stats})
+    atomic_write_json(staging / "provenance.json", {**provenance, "statistics": stats})
     from ..card import write_card
 
-    write_card(output_dir, ctx.recipe, features, split_rows, split_bytes, provenance, stats)
+    write_card(staging, ctx.recipe, features, split_rows, split_bytes, provenance, stats)
     from ..benchmark_yaml import write_benchmark_yaml
 
-    write_benchmark_yaml(output_dir, ctx.recipe.export.pretty_name)  # registers the test split as a Hub Benchmark
+    write_benchmark_yaml(staging, ctx.recipe.export.pretty_name)  # registers the test split as a Hub Benchmark
+    publish_entries(staging, output_dir, EXPORT_ENTRIES, retired)
+    shutil.rmtree(staging, ignore_errors=True)
     summary = {"rows": split_rows, "total_rows": sum(split_rows.values()), "shards": written, "statistics": stats}
     atomic_write_bytes(ctx.run_dir / "export" / "summary.json",
                        json.dumps(summary, indent=1, sort_keys=True, ensure_ascii=False).encode("utf-8"))
