@@ -62,15 +62,22 @@ def atomic_dir(target: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     target = Path(target)
     temporary = target.with_name(f".tmp-{target.name}")
     retired = target.with_name(f".old-{target.name}")
-    if retired.exists() and not target.exists():  # killed between the two renames below: put the old one back
+    if retired.exists() and not target.exists():  # killed between the two renames of replace_dir: put it back
         os.replace(retired, target)
     shutil.rmtree(temporary, ignore_errors=True)
-    shutil.rmtree(retired, ignore_errors=True)
     temporary.mkdir(parents=True)
     write(temporary)
-    if target.exists():
+    return replace_dir(temporary, target)
+
+
+def replace_dir(new: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Put the complete folder `new` in place of `target`: the old one is renamed aside, never deleted first."""
+    new, target = Path(new), Path(target)
+    retired = target.with_name(f".old-{target.name}")
+    shutil.rmtree(retired, ignore_errors=True)
+    if target.exists() or target.is_symlink():
         os.replace(target, retired)
-    os.replace(temporary, target)
+    os.replace(new, target)
     shutil.rmtree(retired, ignore_errors=True)
     return target
 
@@ -165,5 +172,5 @@ def load_weights_only(path: str | os.PathLike, map_location: Any = "cpu") -> Any
         raise BadInput(f"{path}: not a readable tensor file ({' '.join(str(exc).split())[:200]})") from None
 
 
-__all__ = ["publish_entries", "restore_entries", "atomic_dir", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "load_weights_only",
+__all__ = ["replace_dir", "publish_entries", "restore_entries", "atomic_dir", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "load_weights_only",
            "read_json", "read_yaml"]

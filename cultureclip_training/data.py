@@ -26,6 +26,7 @@ from PIL import Image as PILImage
 from cultureclip_guards import BadInput
 
 TEXT_DTYPES = ("string", "large_string")
+MIN_IMAGE_SIDE = 8  # pixels; smaller images (a 1x1 placeholder) carry nothing to learn from
 # columns per objective and their kinds; the clip baseline uses both sides' (image, caption) columns
 CULTURECLIP_COLUMNS = {
     "image": "image", "twin_image": "image", "caption": "text", "twin_caption": "text",
@@ -87,6 +88,12 @@ def validate(dataset: datasets.Dataset, columns: dict[str, str], split: str = "t
         for row, value in enumerate(dataset[name]):
             if value is None or not str(value).strip():
                 raise DatasetSchemaError(f"column {name!r} of split {split!r} is empty at row {row}")
+    if "concept_id" in columns and "twin_concept_id" in columns:
+        for row, (a, b) in enumerate(zip(dataset["concept_id"], dataset["twin_concept_id"])):
+            if a == b:
+                raise DatasetSchemaError(f"split {split!r} row {row}: the twin is the row's own concept "
+                                         f"(concept_id and twin_concept_id are both {a!r}); a twin pair needs two "
+                                         "different concepts")
 
 
 def concept_vocabulary(dataset: datasets.Dataset) -> dict[str, int]:
@@ -104,11 +111,22 @@ def split_sides(dataset: datasets.Dataset) -> datasets.Dataset:
     return datasets.concatenate_datasets([plus, twin])
 
 
+class _BadImage(DatasetSchemaError):
+    """An image of a batch is too small; `position` is its place in the batch (the caller names the row)."""
+
+    def __init__(self, message: str, position: int):
+        super().__init__(message)
+        self.position = position
+
+
 def _rgb(images: Sequence[Any], column: str) -> list[PILImage.Image]:
     converted = []
-    for image in images:
+    for position, image in enumerate(images):
         if not isinstance(image, PILImage.Image):
             raise DatasetSchemaError(f"column {column!r}: expected a decoded image, got {type(image).__name__}")
+        if min(image.size) < MIN_IMAGE_SIDE:
+            raise _BadImage(f"column {column!r}: image is {image.size[0]}x{image.size[1]} pixels, expected at least "
+                            f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}", position)
         converted.append(image.convert("RGB"))
     return converted
 
@@ -220,7 +238,26 @@ class _StepBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, j: int) -> list[tuple[list[int], dict[str, torch.Tensor]]]:
         micro = self.plan.step_indices(self.epoch, self.start + j, self.order)
-        return [(indices, self.data.examples[indices]) for indices in micro]
+        return [(indices, encode_rows(self.data, indices)) for indices in micro]
+
+
+def encode_rows(data: TrainData, indices: list[int]) -> dict[str, torch.Tensor]:
+    """The encoded batch of `indices`; an image that is too small or cannot be decoded stops with the row named."""
+    what = "row" if data.concept_ids is not None else "example (clip sides: rows, then twin sides)"
+    try:
+        return data.examples[indices]
+    except _BadImage as error:
+        raise DatasetSchemaError(f"{what} {indices[error.position]}: {error}") from None
+    except (OSError, SyntaxError, ValueError) as error:  # PIL: unreadable bytes, truncated or not an image
+        if isinstance(error, DatasetSchemaError):
+            raise
+        for index in indices:  # find the row (only on this error path)
+            try:
+                data.examples[[index]]
+            except (OSError, SyntaxError, ValueError) as inner:
+                raise DatasetSchemaError(f"{what} {index}: an image cannot be decoded "
+                                         f"({' '.join(str(inner).split())[:200]})") from None
+        raise
 
 
 def _as_is(item: Any) -> Any:

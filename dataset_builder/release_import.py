@@ -29,6 +29,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from cultureclip_guards import BadInput
+from cultureclip_guards.files import replace_dir
 
 from .catalog import CATEGORIES
 from .runstore import atomic_write_bytes, atomic_write_json, short_hash
@@ -100,7 +101,10 @@ def find_split_files(source: Path) -> dict[str, list[Path]]:
 
 def read_records(path: Path) -> list[dict[str, Any]]:
     """The objects of a JSON list or JSON-lines file, checked for the six released columns."""
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ReleaseImportError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     try:
         if path.suffix == ".jsonl":
             records = [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -139,6 +143,9 @@ class ImageResolver:
         return None
 
 
+MIN_IMAGE_SIDE = 8  # pixels: a smaller image (a 1x1 placeholder) is refused like an unreadable one
+
+
 def _read_image(path: Path) -> bytes:
     from PIL import Image, UnidentifiedImageError
 
@@ -147,9 +154,13 @@ def _read_image(path: Path) -> bytes:
         import io
 
         with Image.open(io.BytesIO(data)) as image:
+            size = image.size
             image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise ReleaseImportError(f"{path}: not a readable image ({error})") from None
+    if min(size) < MIN_IMAGE_SIDE:
+        raise ReleaseImportError(f"{path}: image is {size[0]}x{size[1]} pixels, expected at least "
+                                 f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}")
     return data
 
 
@@ -212,6 +223,9 @@ def release_rows(path: Path, records: list[dict[str, Any]], resolver: ImageResol
         if combinations == "matched" and not _matched(path, row, record):
             stats.left_out["unmatched_caption_combination"] += 1
             continue
+        if " ".join(record["pos_concept"].split()).casefold() == " ".join(record["neg_concept"].split()).casefold():
+            raise ReleaseImportError(f"{path}, row {row}, field 'neg_concept': the twin {record['neg_concept']!r} is "
+                                     "the row's own concept (pos_concept); a twin pair needs two different concepts")
         images = {}
         for side in ("pos", "neg"):
             value = record[f"{side}_image_path"]
@@ -412,9 +426,7 @@ def import_release(source: str | Path, output_dir: str | Path, image_root: str |
         summary_stats["pairs_in_several_splits"] = sum(1 for count in seen.values() if count > 1)
         atomic_write_json(staging / "provenance.json", {**provenance, "statistics": summary_stats})
         write_card(staging, split_rows, split_bytes, provenance, summary_stats, license)
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(staging, output)
+        replace_dir(staging, output)  # the earlier output is retired only once the new one is complete
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
