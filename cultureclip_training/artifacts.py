@@ -23,6 +23,8 @@ from .lora import merge_lora, save_adapter, wise_ft
 from .recipes import TrainArgs
 
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
+# tests: SIGKILL this process once the new model folder is written, just before it is renamed into place
+KILL_HOOK_ENV = "CULTURECLIP_TEST_KILL_BEFORE_MODEL_RENAME"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 CARD_SETTINGS = ("model", "objective", "loss_mode", "loss_terms", "caption_loss_weight", "concept_loss_weight",
                  "finetune", "lora_rank", "lora_alpha", "lora_dropout", "lora_layers", "per_device_batch_size",
@@ -100,6 +102,10 @@ def write_artifacts(args: TrainArgs, trained: Any, processor: Any, summary: dict
             model.save_pretrained(directory)
             processor.save_pretrained(directory)
             card.save(directory / "README.md")
+            if os.environ.get(KILL_HOOK_ENV) == "1":
+                import signal
+
+                os.kill(os.getpid(), signal.SIGKILL)
         return write
 
     model_dir = atomic_dir(output / "model", write_model(merged))

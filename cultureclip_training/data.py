@@ -88,12 +88,47 @@ def validate(dataset: datasets.Dataset, columns: dict[str, str], split: str = "t
         for row, value in enumerate(dataset[name]):
             if value is None or not str(value).strip():
                 raise DatasetSchemaError(f"column {name!r} of split {split!r} is empty at row {row}")
+    for name, kind in columns.items():
+        if kind == "image":
+            check_image_headers(dataset, name, split)
     if "concept_id" in columns and "twin_concept_id" in columns:
         for row, (a, b) in enumerate(zip(dataset["concept_id"], dataset["twin_concept_id"])):
             if a == b:
                 raise DatasetSchemaError(f"split {split!r} row {row}: the twin is the row's own concept "
                                          f"(concept_id and twin_concept_id are both {a!r}); a twin pair needs two "
                                          "different concepts")
+
+
+def check_image_headers(dataset: datasets.Dataset, column: str, split: str = "train", chunk: int = 512) -> None:
+    """Every image of `column` must be a readable image of at least MIN_IMAGE_SIDE pixels a side.
+
+    Only each file's header is parsed (no pixel decoding), a chunk of rows at a time, so this costs a read of the
+    image bytes, small beside training on them, and a bad row stops the run before any step, named.
+    """
+    import io
+
+    raw = dataset.select_columns([column]).cast_column(column, datasets.Image(decode=False))
+    for start in range(0, len(raw), chunk):
+        for offset, value in enumerate(raw[start:start + chunk][column]):
+            row = start + offset
+            data = value.get("bytes") if isinstance(value, dict) else None
+            try:
+                if data is not None:
+                    with PILImage.open(io.BytesIO(data)) as image:
+                        size = image.size
+                elif isinstance(value, dict) and value.get("path"):
+                    with PILImage.open(value["path"]) as image:
+                        size = image.size
+                else:
+                    raise DatasetSchemaError(f"split {split!r} row {row}, column {column!r}: no image (null)")
+            except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as error:
+                if isinstance(error, DatasetSchemaError):
+                    raise
+                raise DatasetSchemaError(f"split {split!r} row {row}, column {column!r}: an image cannot be "
+                                         f"decoded ({' '.join(str(error).split())[:160]})") from None
+            if min(size) < MIN_IMAGE_SIDE:
+                raise DatasetSchemaError(f"split {split!r} row {row}, column {column!r}: image is {size[0]}x{size[1]} "
+                                         f"pixels, expected at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}")
 
 
 def concept_vocabulary(dataset: datasets.Dataset) -> dict[str, int]:

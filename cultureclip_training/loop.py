@@ -93,13 +93,14 @@ def load_model(args: TrainArgs, dataset: datasets.Dataset, model: Any = None,
         processor = processor or tiny_processor(tokenizer)
     else:
         preflight.check_model_source(args.model)
-        if AutoConfig.from_pretrained(args.model).model_type == "cultureclip":
-            model = CultureCLIPModel.from_pretrained(args.model)
-        else:
-            model = CultureCLIPModel.from_clip(args.model)  # raises unless it is a CLIP checkpoint
-        if processor is None:
-            processor = CLIPProcessor(image_processor=CLIPImageProcessorPil.from_pretrained(args.model),
-                                      tokenizer=AutoTokenizer.from_pretrained(args.model))
+        with preflight.naming_model(args.model):
+            if AutoConfig.from_pretrained(args.model).model_type == "cultureclip":
+                model = CultureCLIPModel.from_pretrained(args.model)
+            else:
+                model = CultureCLIPModel.from_clip(args.model)  # raises unless it is a CLIP checkpoint
+            if processor is None:
+                processor = CLIPProcessor(image_processor=CLIPImageProcessorPil.from_pretrained(args.model),
+                                          tokenizer=AutoTokenizer.from_pretrained(args.model))
     if any(p.is_floating_point() and p.dtype != torch.float32 for p in model.parameters()):
         # weights are trained in fp32 (mixed_precision autocasts the matmuls); a half-precision checkpoint is
         # upcast once here instead of being stepped in bf16/fp16

@@ -12,11 +12,13 @@ tokenizer, and the start-up of several processes.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cultureclip_guards import BadInput, refuse_foreign
+from cultureclip_guards import EXIT_BAD_INPUT, BadInput, describe, refuse_foreign
 from cultureclip_guards.rendezvous import init_process_group
 
 from .checkpointing import CHECKPOINT_DIR, CheckpointError
@@ -104,6 +106,16 @@ def check_model_source(model: str) -> None:
                 raise BadInput(f"model {model}: weights are pickled ({', '.join(pickled)}); refused without opening "
                                "them", hint="convert them to safetensors (model.safetensors)")
             raise BadInput(f"model {model}: no *.safetensors weights in the folder")
+        from safetensors import safe_open
+
+        for weights in sorted(path.glob("*.safetensors")):
+            try:  # reads the header only: a truncated or foreign file fails here, named, before any loading
+                with safe_open(str(weights), framework="pt"):
+                    pass
+            except Exception as error:  # noqa: BLE001 - safetensors raises its own SafetensorError
+                raise BadInput(f"model {model}: {weights.name} is not a readable safetensors file "
+                               f"({' '.join(str(error).split())[:160]})",
+                               hint="the file is truncated or not safetensors; save the model again") from None
         return
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
@@ -111,6 +123,22 @@ def check_model_source(model: str) -> None:
         validate_repo_id(model)
     except HFValidationError:
         raise BadInput(f"model {model}: no such folder, and not a Hub id of the form owner/name") from None
+
+
+@contextlib.contextmanager
+def naming_model(model: str) -> Iterator[None]:
+    """Re-raise a known fault while loading `model` (offline Hub, truncated safetensors, missing files) as one
+    BadInput that names the model; genuine bugs pass unchanged."""
+    try:
+        yield
+    except BadInput:
+        raise
+    except Exception as error:  # noqa: BLE001 - sorted by describe() right here
+        known = describe(error)
+        if known is None or known[0] != EXIT_BAD_INPUT:
+            raise
+        _, message, hint = known
+        raise BadInput(f"model {model}: {message}", hint=hint) from None
 
 
 def check_tokenizer(tokenizer: Any, model_config: Any, model: str) -> None:
@@ -128,5 +156,5 @@ def start_processes(args: TrainArgs, backend: str) -> bool:
     return init_process_group(backend, args.rendezvous_timeout_s)
 
 
-__all__ = ["RESUME_FREE_FIELDS", "check_model_source", "check_output_dir", "check_resume", "check_tokenizer",
+__all__ = ["RESUME_FREE_FIELDS", "naming_model", "check_model_source", "check_output_dir", "check_resume", "check_tokenizer",
            "clear_previous_run", "resume_differences", "resume_settings", "start_processes"]

@@ -164,7 +164,7 @@ class TrainArgs:
         schedulers = tuple(kind.value for kind in SchedulerType)
         if self.lr_scheduler not in schedulers:
             fail("lr_scheduler", f"one of {schedulers}")
-        if self.finetune == "lora":
+        if True:  # checked for full fine-tuning too: a LoRA rank of 0 is never meant
             if self.lora_rank < 1:
                 fail("lora_rank", "an integer >= 1")
             if self.lora_alpha <= 0:
