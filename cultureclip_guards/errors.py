@@ -10,10 +10,11 @@ A traceback is printed only for exceptions of unexpected types (genuine bugs) or
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
@@ -130,6 +131,22 @@ def describe(exc: BaseException) -> tuple[int, str, str | None] | None:
     return None
 
 
+@contextlib.contextmanager
+def naming(prefix: str) -> Iterator[None]:
+    """Re-raise a known bad-input fault of the block as one BadInput starting with `prefix` (e.g. "model X"), so
+    a library's message (offline Hub, truncated file) says what it was about; bugs and failures pass unchanged."""
+    try:
+        yield
+    except CommandError:
+        raise
+    except Exception as error:  # noqa: BLE001 - sorted by describe() right here
+        known = describe(error)
+        if known is None or known[0] != EXIT_BAD_INPUT:
+            raise
+        _, message, hint = known
+        raise BadInput(f"{prefix}: {message}", hint=hint) from None
+
+
 def debug_enabled(argv: Sequence[str]) -> bool:
     return DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "0") not in ("0", "", "false")
 
@@ -161,4 +178,4 @@ def run_command(prog: str, body: Callable[[list[str]], int | None], argv: Sequen
 
 
 __all__ = ["BadInput", "CommandError", "DEBUG_ENV", "Diverged", "EXIT_BAD_INPUT", "EXIT_DIVERGED", "EXIT_FAILURE",
-           "RunFailure", "debug_enabled", "describe", "run_command"]
+           "RunFailure", "debug_enabled", "describe", "naming", "run_command"]

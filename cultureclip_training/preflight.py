@@ -12,13 +12,12 @@ tokenizer, and the start-up of several processes.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cultureclip_guards import EXIT_BAD_INPUT, BadInput, describe, refuse_foreign
+from cultureclip_guards import BadInput, refuse_foreign
+from cultureclip_guards.errors import naming
 from cultureclip_guards.rendezvous import init_process_group
 
 from .checkpointing import CHECKPOINT_DIR, CheckpointError
@@ -125,20 +124,9 @@ def check_model_source(model: str) -> None:
         raise BadInput(f"model {model}: no such folder, and not a Hub id of the form owner/name") from None
 
 
-@contextlib.contextmanager
-def naming_model(model: str) -> Iterator[None]:
-    """Re-raise a known fault while loading `model` (offline Hub, truncated safetensors, missing files) as one
-    BadInput that names the model; genuine bugs pass unchanged."""
-    try:
-        yield
-    except BadInput:
-        raise
-    except Exception as error:  # noqa: BLE001 - sorted by describe() right here
-        known = describe(error)
-        if known is None or known[0] != EXIT_BAD_INPUT:
-            raise
-        _, message, hint = known
-        raise BadInput(f"model {model}: {message}", hint=hint) from None
+def naming_model(model: str):
+    """A block whose known load faults (offline Hub, truncated weights) raise one BadInput naming the model."""
+    return naming(f"model {model}")
 
 
 def check_tokenizer(tokenizer: Any, model_config: Any, model: str) -> None:

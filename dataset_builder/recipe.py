@@ -339,7 +339,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         path = RECIPE_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
-        raise BadInput(f"recipe {name_or_path!r} not found (packaged recipes: {known}, or a YAML file path)")
+        raise FileNotFoundError(f"recipe {name_or_path!r} not found (packaged recipes: {known}, or a YAML file path)")
     text = path.read_text(encoding="utf-8")
     data = read_yaml(path, "recipe")
     # a recipe written back from provenance (`Recipe.to_dict`) lists its departures as a field; a hand-written one

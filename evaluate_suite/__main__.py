@@ -83,6 +83,12 @@ def _main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "run":
         from .runner import run_benchmarks
+        from .tasks import BENCHMARKS
+
+        unknown = [b.strip() for b in args.benchmarks.split(",") if b.strip() and b.strip() not in BENCHMARKS]
+        if unknown or not args.benchmarks.strip(","):
+            parser.error(f"--benchmarks: unknown {unknown or [args.benchmarks]}; expected some of "
+                         f"{', '.join(sorted(BENCHMARKS))}")
 
         paths = run_benchmarks(
             args.model, [b.strip() for b in args.benchmarks.split(",") if b.strip()], args.output_dir,

@@ -15,6 +15,7 @@ from typing import Any
 import datasets
 
 from cultureclip_guards import atomic_write_json
+from cultureclip_guards.errors import naming
 
 from .encoders import DualEncoder, load_encoder
 from .errors import EvalDataError
@@ -206,8 +207,10 @@ def run_benchmarks(
         source, data_revision = sources[bench.name]
         loaded[bench.name] = load_benchmark_data(source, bench.split, bench.name, revision=data_revision)
         bench.use_source(loaded[bench.name])
-    encoder = encoder or load_encoder(model, revision=revision, trust_remote_code=trust_remote_code,
-                                      batch_size=batch_size, device=device, dtype=dtype, compile=compile)
+    if encoder is None:
+        with naming(f"--model {model}"):  # an offline Hub id or a broken folder: one line naming the model
+            encoder = load_encoder(model, revision=revision, trust_remote_code=trust_remote_code,
+                                   batch_size=batch_size, device=device, dtype=dtype, compile=compile)
     written = []
     for bench in instances:
         source, data = sources[bench.name][0], loaded[bench.name]
@@ -245,6 +248,15 @@ def load_results(results_dir: str | Path) -> list[dict[str, Any]]:
         missing = [k for k in ("model", "benchmark", "task", "metrics", "primary_metric", "dataset") if k not in record]
         if missing:
             raise ValueError(f"{path}: not an evaluate_suite result (missing {missing})")
+        wrong = [f"{k} (expected {t.__name__})" for k, t in (("model", dict), ("benchmark", str), ("task", str),
+                                                             ("metrics", dict), ("primary_metric", str),
+                                                             ("dataset", dict)) if not isinstance(record[k], t)]
+        if not wrong and not isinstance(record["model"].get("name"), str):
+            wrong.append("model.name (expected str)")
+        if not wrong and record["primary_metric"] not in record["metrics"]:
+            wrong.append(f"primary_metric {record['primary_metric']!r} (not among the metrics)")
+        if wrong:
+            raise ValueError(f"{path}: result field(s) of the wrong type: {', '.join(wrong)}")
         if record.get("schema_version") != RESULT_SCHEMA_VERSION:
             raise ValueError(f"{path}: result schema {record.get('schema_version')!r}, expected "
                              f"{RESULT_SCHEMA_VERSION}; its dataset provenance cannot be reported, re-run the "
