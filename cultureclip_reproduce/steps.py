@@ -109,6 +109,8 @@ def _train(config: ReproduceConfig, label: str, base: dict, cultwin: dict, outpu
                          {"card_base_model": base["id"], "card_dataset": cultwin["id"]})
     if list_checkpoints(run_dir):
         args.resume = "latest"  # a killed run continues where its last checkpoint left it
+    else:
+        args.overwrite = True  # this step owns run_dir: a run killed before its first checkpoint starts over
     result = train(args)
     if result.artifacts is None:
         raise ReproduceError(f"training {label} wrote no model (save_artifacts is off); the evaluation needs it")

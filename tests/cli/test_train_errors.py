@@ -90,6 +90,9 @@ def paths(tmp_path_factory, cultwin_dir, tiny_model_dir) -> dict:
     p["pickle_model"].mkdir()
     shutil.copy(tiny_model_dir / "config.json", p["pickle_model"] / "config.json")
     (p["pickle_model"] / "pytorch_model.bin").write_bytes(_payload(p["marker"]))
+    p["pickle_data"] = root / "pickle-data"  # a "dataset" that is a pickled payload
+    (p["pickle_data"] / "data").mkdir(parents=True)
+    (p["pickle_data"] / "data" / "train.pkl").write_bytes(_payload(p["marker"]))
     p["truncated_model"] = root / "truncated-model"
     shutil.copytree(tiny_model_dir, p["truncated_model"])
     weights = p["truncated_model"] / "model.safetensors"
@@ -117,7 +120,7 @@ def paths(tmp_path_factory, cultwin_dir, tiny_model_dir) -> dict:
     return p
 
 
-GUARDED = ("data", "model", "finished", "corrupt", "one_pixel", "text_image", "self_twin", "pickle_model",
+GUARDED = ("data", "model", "pickle_data", "finished", "corrupt", "one_pixel", "text_image", "self_twin", "pickle_model",
            "truncated_model", "other_tokenizer", "recipe_dir", "bad_manifest", "truncated_ckpt", "pickled_optimizer",
            "edited_data", "file")
 
@@ -152,6 +155,7 @@ CASES = [
     Case("image-1x1", "data", lambda p: _base(p, data="one_pixel"), 2, ("row 5", "1x1", "'image'")),
     Case("image-is-text", "data", lambda p: _base(p, data="text_image"), 2, ("row 7", "'twin_image'",
                                                                              "cannot be decoded")),
+    Case("dataset-is-a-pickle", "pickle", lambda p: [*_base(p, data="pickle_data")], 2, ("pickle-data",)),
     Case("twin-is-itself", "data", lambda p: [*_base(p, data="self_twin")], 2, ("row 3", "own concept")),
     Case("model-missing", "paths", lambda p: [*_base(p), "--model", str(p["root"] / "no-model")], 2,
          ("no-model",)),
