@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from cultureclip_guards import run_command
-from cultureclip_guards.arguments import DEBUG_HELP, int_at_least
+from cultureclip_guards.arguments import DEBUG_HELP
 
 from .config import DemoConfig, DemoConfigError, load_config, resolve
 
@@ -28,7 +28,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "plain CLIP loss and with CultureCLIP over several seeds, choose each run's WiSE-FT alpha on validation "
         "views, score everything once on test views, write results and Hub-ready folders."))
     parser.add_argument("--output-dir", required=True, help="folder for results/, hub/ and work/")
-    parser.add_argument("--seeds", type=int_at_least(1), default=None, help="fine-tuning seeds per method (default: config's)")
+    parser.add_argument("--seeds", type=int, default=None, help="fine-tuning seeds per method (default: config's)")
     parser.add_argument("--quick", action="store_true", help="tiny configuration for tests (seconds, not minutes)")
     parser.add_argument("--ablation", action="store_true",
                         help="also run the config's ablation variants (faithful objective, each improved switch off)")
@@ -37,9 +37,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                              "own work/, results/ and hub/ there are replaced)")
     parser.add_argument("--config", default=None, help="demo config YAML (default: default.yaml, or quick.yaml)")
     parser.add_argument("--device", default="cpu", choices=["cpu"], help="only cpu is supported")
-    parser.add_argument("--threads", type=int_at_least(1), default=None,
+    parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for pretraining and other single-process stages (default: config's)")
-    parser.add_argument("--workers", type=int_at_least(1), default=None,
+    parser.add_argument("--workers", type=int, default=None,
                         help="processes running fine-tuning jobs side by side (default: config's)")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return parser.parse_args(argv)

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="another Hub copy (and revision) for a benchmark than its default (repeatable)")
     run.add_argument("--name", default=None, help="model name in results and reports (default: the Hub id, or the "
                                                   "checkpoint folder's name)")
-    run.add_argument("--min-group-size", type=int_at_least(1), default=20,
+    run.add_argument("--min-group-size", type=int, default=20,
                      help="groups (countries, regions, ...) smaller than this are listed with their n, not ranked "
                           "as worst/best (default 20)")
     run.add_argument("--overwrite", action="store_true", help="replace result files of this model that exist")

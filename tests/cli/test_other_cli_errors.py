@@ -66,9 +66,9 @@ REPRODUCE_CASES = [
 
 DEMO_CASES = [
     Case("demo-seeds-0", "values", lambda p: ["--output-dir", str(p["root"] / "d"), "--quick", "--seeds", "0"], 2,
-         ("--seeds",)),
+         ("seeds=0", ">= 1")),
     Case("demo-threads-0", "values", lambda p: ["--output-dir", str(p["root"] / "d"), "--quick", "--threads", "0"],
-         2, ("--threads",)),
+         2, ("threads=0",)),
     Case("demo-device-gpu", "values", lambda p: ["--output-dir", str(p["root"] / "d"), "--device", "cuda"], 2,
          ("--device",)),
     Case("demo-config-yaml-syntax", "syntax", lambda p: ["--output-dir", str(p["root"] / "d"), "--config",

@@ -44,10 +44,12 @@ def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, fake_
 
 
 def error_line(proc: subprocess.CompletedProcess) -> str:
-    """The single `error:` line of a failed run (anything else on stderr is library progress output)."""
+    """The single `error:` line of a failed run (anything else on stderr is library progress output).
+
+    Every CLI now prints `PROG: error: ...` (argparse's form, one dialect for all commands, issue 16)."""
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("python -m evaluate_suite: error:")]
     assert len(lines) == 1 and proc.stderr.rstrip().endswith(lines[0])
     return lines[0]
 
