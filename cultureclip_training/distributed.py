@@ -82,4 +82,20 @@ def mean_over_ranks(values: dict[str, torch.Tensor]) -> dict[str, float]:
     return {name: float(v) for name, v in zip(names, stacked.tolist())}
 
 
-__all__ = ["TorchDistributedGather", "all_finite", "feature_gather_or_none", "mean_over_ranks"]
+def end_processes(accelerator) -> None:
+    """End a run's processes in the order that cannot hang: DDP wrappers first, then the process group.
+
+    A DDP wrapper's Reducer owns the process group too. Freed last, it destroys a gloo group while holding the GIL
+    and joins gloo's worker threads, one of which may still need the GIL to drop the tensors of the final barrier:
+    rank 1 then never exits (seen about once in twelve 2-rank runs), or the interpreter aborts at exit. Freed
+    while `torch.distributed` still holds the group, it only drops a reference; `destroy_process_group` then ends
+    the group with the GIL released. Callers must drop their own references to the wrapped model first.
+    """
+    import gc
+
+    accelerator.free_memory()  # accelerate's references to the prepared (DDP-wrapped) models and optimizers
+    gc.collect()  # DDP hooks form reference cycles
+    accelerator.end_training()  # trackers, then destroy_process_group while this process still runs Python
+
+
+__all__ = ["TorchDistributedGather", "all_finite", "end_processes", "feature_gather_or_none", "mean_over_ranks"]

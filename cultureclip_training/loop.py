@@ -34,7 +34,7 @@ from . import checkpointing as ckpt
 from . import preflight
 from .artifacts import Artifacts, push_artifacts, write_artifacts
 from .data import BatchPlan, epoch_batches, load_split, prepare
-from .distributed import all_finite, feature_gather_or_none, mean_over_ranks
+from .distributed import all_finite, end_processes, feature_gather_or_none, mean_over_ranks
 from .feature_cache import FeatureEncoder, cached_step, compile_towers, objective_loss, plain_step
 from .lora import LoraSettings, apply_lora, trainable_token_ids
 from .recipes import TINY_MODEL, RecipeError, TrainArgs
@@ -305,7 +305,8 @@ def train(args: TrainArgs, dataset: datasets.Dataset | None = None, model: Any =
         if args.push_to_hub:
             push_artifacts(result.artifacts, args.hub_model_id, private=args.hub_private)
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    del encoder, optimizer  # see end_processes: no reference to the DDP wrapper may outlive the group
+    end_processes(accelerator)
     return result
 
 

@@ -27,6 +27,7 @@ from cultureclip_guards import BadInput
 
 from . import checkpointing as ckpt
 from .artifacts import atomic_dir
+from .distributed import end_processes
 from .loop import TrainingDiverged
 from .recipes import RecipeError, RecipeSchema
 
@@ -382,6 +383,8 @@ def train_vlm(args: VLMTrainArgs, dataset: Any = None, model: Any = None, proces
         result.adapter_dir = atomic_dir(output / "adapter", write)
     accelerator.wait_for_everyone()
     accelerator.print(f"done: {result.steps} steps, {result.examples_seen} examples")
+    del wrapped, optimizer  # see end_processes: no reference to the DDP wrapper may outlive the group
+    end_processes(accelerator)
     return result
 
 

@@ -6,26 +6,10 @@ retried once on a new port with its output kept for the failure message.
 """
 
 import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
-from training_helpers import REPO, free_port, subprocess_env
-
-
-def _launch(command: list[str], env: dict[str, str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
-    """Run `command` in its own process group; on timeout kill the whole group (launcher and ranks)."""
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd,
-                          start_new_session=True) as proc:
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
-            err += f"\n[killed after {timeout} s]"
-        return subprocess.CompletedProcess(command, proc.returncode, out, err)
+from training_helpers import REPO, launch, launch_on_free_port, subprocess_env
 
 
 def _curve(path) -> list[dict]:
@@ -48,11 +32,9 @@ def test_one_vs_two_processes_same_loss_curve(tmp_path, cultwin_dir, tiny_model_
     one = [sys.executable, str(REPO / "train.py"), *common, "--per_device_batch_size", "4",
            "--output_dir", str(tmp_path / "one")]
     env = {**subprocess_env(), "CULTURECLIP_RENDEZVOUS_TIMEOUT_S": "90"}
-    done = _launch(two(free_port()), env, tmp_path, timeout=280)
-    if done.returncode != 0 and ("never started" in done.stderr or "cannot listen" in done.stderr):
-        done = _launch(two(free_port()), env, tmp_path, timeout=280)  # the port was taken: once more, elsewhere
+    done = launch_on_free_port(two, env, tmp_path, timeout=280)
     assert done.returncode == 0, done.stderr[-3000:]
-    done = _launch(one, env, tmp_path, timeout=200)
+    done = launch(one, env, tmp_path, timeout=200)
     assert done.returncode == 0, done.stderr[-3000:]
     single, double = _curve(tmp_path / "one" / "metrics.jsonl"), _curve(tmp_path / "two" / "metrics.jsonl")
     assert [r["step"] for r in single] == list(range(1, 11)) == [r["step"] for r in double]
@@ -60,3 +42,37 @@ def test_one_vs_two_processes_same_loss_curve(tmp_path, cultwin_dir, tiny_model_
         for name in ("loss", "caption_loss", "concept_loss", "logit_scale"):
             assert abs(a[name] - b[name]) <= 1e-5, (a["step"], name, a[name], b[name])
     assert single[0]["loss"] != single[-1]["loss"]  # it trained
+
+
+END_PROCESSES_CHILD = """
+import sys, weakref
+import torch, torch.distributed as dist
+from accelerate import Accelerator
+from cultureclip_training.distributed import end_processes
+
+dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1)
+accelerator = Accelerator(cpu=True)
+wrapped = accelerator.prepare(torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 3)))
+wrapped(torch.ones(2, 3)).sum().backward()
+dist.barrier()
+alive = weakref.ref(wrapped)
+del wrapped
+seen, destroy = [], dist.destroy_process_group
+
+def watched(group=None):
+    seen.append(alive() is None)
+    destroy(group)
+
+dist.destroy_process_group = watched
+end_processes(accelerator)
+print("freed-before-destroy", seen, "still-initialised", dist.is_initialized())
+"""
+
+
+def test_end_processes_frees_the_ddp_wrapper_before_the_process_group(tmp_path):
+    """The order that keeps a gloo rank from hanging at exit: when the group is destroyed, no DDP Reducer (held
+    by accelerate's list of prepared models) may own it any more, and after end_processes the group is gone."""
+    done = launch([sys.executable, "-c", END_PROCESSES_CHILD, str(tmp_path / "store")], subprocess_env(), tmp_path,
+                  timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "freed-before-destroy [True] still-initialised False" in done.stdout, done.stdout

@@ -11,8 +11,6 @@ depends on RNG order). LoRA dropout is 0 here so that both sides see the same ne
 """
 
 import json
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from cultureclip_training import train
 from cultureclip_training.data import BatchPlan
 from modeling_cultureclip import CultureCLIPModel
 
-from training_helpers import REPO, run_args, subprocess_env
+from training_helpers import REPO, launch, launch_on_free_port, run_args, subprocess_env
 
 PER_DEVICE, ACCUMULATION, STEPS, WARMUP, LR = 4, 2, 3, 2, 5e-3
 
@@ -147,22 +145,24 @@ def test_plain_accumulation_on_two_processes_keeps_negatives_per_device(tmp_path
     """Two gloo ranks x 1 micro-batch of 4 train like one process x 2 plain micro-batches of the same 4 rows each:
     each rank's loss sees only its own rows (no gathered negatives) and DDP averages the gradients, as the
     release's per-device negatives on several GPUs."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     common = ["--recipe", "release-b32", "--dataset", str(cultwin_dir), "--model", str(tiny_model_dir),
               "--max_steps", "4", "--warmup_steps", "1", "--learning_rate", "5e-3", "--lora_dropout", "0",
               "--per_device_batch_size", "4", "--report_to", "none", "--progress_bar", "false",
               "--save_artifacts", "false", "--checkpoint_every", "0"]
-    two = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-           str(port), str(REPO / "train.py"), *common, "--micro_batches", "1", "--output_dir", str(tmp_path / "two")]
+
+    def two(port: int) -> list[str]:
+        return [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+                str(port), str(REPO / "train.py"), *common, "--micro_batches", "1", "--overwrite",
+                "--output_dir", str(tmp_path / "two")]
+
     one = [sys.executable, str(REPO / "train.py"), *common, "--micro_batches", "2", "--output_dir",
            str(tmp_path / "one")]
-    for command in (two, one):
-        done = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path,
-                              timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
+    env = {**subprocess_env(), "CULTURECLIP_RENDEZVOUS_TIMEOUT_S": "90"}
+    done = launch_on_free_port(two, env, tmp_path, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = launch(one, env, tmp_path, timeout=200)
+    assert done.returncode == 0, done.stderr[-3000:]
     curves = [[json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
               for name in ("one", "two")]
     assert [r["step"] for r in curves[0]] == [1, 2, 3, 4] == [r["step"] for r in curves[1]]

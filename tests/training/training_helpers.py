@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import datasets
@@ -138,6 +142,59 @@ def free_port() -> int:
                 continue
         return port
     raise RuntimeError("no free port found in 20000-32000")
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid`, read from /proc (torchrun starts each rank in a session of its own)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+def launch(command: list[str], env: dict[str, str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    """Run a multi-process launch (accelerate launch / torchrun) and wait at most `timeout` seconds.
+
+    On timeout every rank first gets SIGABRT, so that faulthandler (PYTHONFAULTHANDLER=1 here) prints where each
+    one was stuck into the captured stderr, then the launcher and all ranks get SIGKILL. Killing only the launcher
+    would leave the ranks holding the output pipes, and the wait would never end.
+    """
+    env = {**env, "PYTHONFAULTHANDLER": "1"}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd,
+                          start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            ranks = _descendants(proc.pid)
+            for pid in ranks:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGABRT)
+            time.sleep(2.0)
+            for pid in [proc.pid, *ranks]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            err += f"\n[killed after {timeout} s: launcher {proc.pid}, ranks and helpers {ranks}]"
+        return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
+def launch_on_free_port(command_for_port, env: dict[str, str], cwd: Path,
+                        timeout: float) -> subprocess.CompletedProcess:
+    """`launch` on a port from free_port(); a launch whose ranks never met (the port was taken) runs once more on
+    another port, its output kept for the failure message."""
+    done = launch(command_for_port(free_port()), env, cwd, timeout)
+    if done.returncode != 0 and ("never started" in done.stderr or "cannot listen" in done.stderr):
+        done = launch(command_for_port(free_port()), env, cwd, timeout)
+    return done
 
 
 def subprocess_env() -> dict[str, str]:
