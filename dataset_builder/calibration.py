@@ -59,10 +59,16 @@ class Calibration:
         sims = [p.similarity for p in self.negatives if category is None or p.category == category]
         return float(np.mean([s < threshold for s in sims])) if sims else float("nan")
 
-    def auc(self) -> float:
-        """Probability that a true twin outscores a same-category negative (ties count half)."""
-        t = np.array([p.similarity for p in self.twins])[:, None]
-        n = np.array([p.similarity for p in self.negatives])[None, :]
+    def auc(self, category: str | None = None) -> float:
+        """Probability that a true twin outscores a same-category negative (ties count half), over all pairs or
+        within one category (nan where the category lacks twins or negatives).
+
+        Within a category the question is the twins stage's own (is this proposal more alike than its category's
+        usual pair?); pooled, one threshold must also serve categories whose usual pairs differ in similarity."""
+        t = np.array([p.similarity for p in self.twins if category is None or p.category == category])[:, None]
+        n = np.array([p.similarity for p in self.negatives if category is None or p.category == category])[None, :]
+        if t.size == 0 or n.size == 0:
+            return float("nan")
         return float(np.mean((t > n) + 0.5 * (t == n)))
 
     def operating_points(self) -> dict[str, float]:
@@ -79,6 +85,8 @@ class Calibration:
         return {
             "embedder": self.embedder, "catalog": self.catalog, "recommended_threshold": self.recommended,
             "keep_twins": self.keep_twins, "auc": round(self.auc(), 4),
+            "auc_by_category": {c: round(a, 4) for c in sorted({p.category for p in self.twins + self.negatives})
+                                if not math.isnan(a := self.auc(c))},
             "operating_points": {k: {"threshold": t, "twins_kept": round(self.kept_twins(t), 4),
                                      "negatives_rejected": round(self.rejected_negatives(t), 4)}
                                  for k, t in self.operating_points().items()},
@@ -118,17 +126,19 @@ def format_report(cal: Calibration) -> str:
     lines = [f"twin similarity calibration: embedder {cal.embedder}", f"catalog {cal.catalog}: {len(cal.twins)} twin "
              f"pairs, {len(cal.negatives)} same-category negatives (all non-twin pairs, different countries)", ""]
     lines.append(f"{'category':<18} {'twins':>5} {'p10':>6} {'p50':>6} {'p90':>6}   {'negs':>5} {'p10':>6} {'p50':>6} "
-                 f"{'p90':>6}   rejected at {cal.recommended:.2f}")
+                 f"{'p90':>6}   rejected at {cal.recommended:.2f}    AUC")
     for category in sorted({p.category for p in cal.twins + cal.negatives}):
         t = [p.similarity for p in cal.twins if p.category == category]
         n = [p.similarity for p in cal.negatives if p.category == category]
-        rej = cal.rejected_negatives(cal.recommended, category)
+        rej, auc = cal.rejected_negatives(cal.recommended, category), cal.auc(category)
         lines.append(f"{category:<18} {len(t):>5} {_quantiles(t)}   {len(n):>5} {_quantiles(n)}   "
-                     f"{'-' if math.isnan(rej) else f'{rej:.0%}'}")
+                     f"{'-' if math.isnan(rej) else f'{rej:.0%}':>15} {'-' if math.isnan(auc) else f'{auc:.3f}':>6}")
     lines.append(f"{'all':<18} {len(cal.twins):>5} {_quantiles([p.similarity for p in cal.twins])}   "
                  f"{len(cal.negatives):>5} {_quantiles([p.similarity for p in cal.negatives])}   "
-                 f"{cal.rejected_negatives(cal.recommended):.0%}")
-    lines += ["", f"AUC (a twin outscores a same-category negative): {cal.auc():.3f}", "",
+                 f"{cal.rejected_negatives(cal.recommended):>15.0%} {cal.auc():>6.3f}")
+    lines += ["", f"AUC (a twin outscores a same-category negative): {cal.auc():.3f} over all pairs, per category in "
+              "the last column", "(pooled, one threshold must also serve categories whose usual pairs differ in "
+              "similarity)", "",
               f"{'operating point':<42} {'threshold':>9} {'twins kept':>11} {'negatives rejected':>19}"]
     for name, t in cal.operating_points().items():
         lines.append(f"{name:<42} {t:9.2f} {cal.kept_twins(t):11.0%} {cal.rejected_negatives(t):19.0%}")

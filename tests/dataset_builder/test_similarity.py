@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -92,6 +93,10 @@ def test_calibration_on_the_twin_catalog(minilm):
     assert 0.6 < cal.auc() < 0.75
     assert cal.rejected_negatives(cal.recommended) < 0.9
     assert cal.rejected_negatives(cal.recommended, "Daily Life") == 1.0
+    # Within a category the model separates twins far better than pooled: a flag twin is compared with other
+    # flags, whose usual pair is more alike than two dishes are. Categories with no negatives have no AUC.
+    assert cal.auc("Symbol") > 0.85 and cal.auc("Cuisine") > 0.85
+    assert math.isnan(cal.auc("Clothing")) and math.isnan(cal.auc("no such category"))
 
 
 def test_calibration_command_prints_both_distributions():
@@ -106,6 +111,7 @@ def test_calibration_command_prints_both_distributions():
     res = run_cli(["calibrate-similarity", "--embedder", "offline-hashed-ngram", "--json"], timeout=120)
     summary = json.loads(res.stdout)
     assert summary["embedder"].startswith("offline-hashed-ngram") and len(summary["twins"]) == 40
+    assert "Clothing" not in summary["auc_by_category"] and 0.0 <= summary["auc_by_category"]["Symbol"] <= 1.0
 
 
 def test_generated_twins_are_filtered_by_the_real_model(tmp_path, minilm):
