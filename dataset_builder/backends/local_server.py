@@ -8,6 +8,7 @@ end on a laptop. The server runs in its own process group and is always stopped 
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,10 +20,29 @@ from .openai_server import wait_until_ready
 
 
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port free on 127.0.0.1 now, for a server or a rendezvous, drawn below the kernel's ephemeral range.
+
+    A port from bind(("", 0)) comes from the ephemeral range, where, between our closing it and a server or
+    launcher binding it, any outgoing connection or gloo listener of a concurrent process (another test, another
+    checkout's suite) may take it, and a store client retrying against a port nobody listens on yet can even
+    connect to itself; random ports in 20000-32000 avoid all three.
+    """
+    low, high = 20000, 32000
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+        high = min(high, ephemeral_low)
+    except (OSError, ValueError, IndexError):
+        pass
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(low, high)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port found in 20000-32000")
 
 
 class TransformersServer:

@@ -1,7 +1,6 @@
 """Two gloo processes with gathered features give the loss and gradients of one process on the whole batch."""
 
 import os
-import socket
 
 import pytest
 import torch
@@ -9,6 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from cultureclip_training.distributed import TorchDistributedGather
+from dataset_builder.backends.local_server import free_port
 from modeling_cultureclip import CultureCLIPModel
 from modeling_cultureclip.tiny import tiny_config
 
@@ -55,15 +55,9 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.timeout(300)
 def test_two_processes_equal_one_process(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     result = torch.load(tmp_path / "result.pt", weights_only=True)
 
     model, batch = make_model_and_batch()

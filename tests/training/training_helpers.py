@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dataset_builder.backends.local_server import free_port
 from modeling_cultureclip import CultureCLIPModel
 from modeling_cultureclip.tiny import build_word_tokenizer, tiny_config, tiny_processor, words_of
 
@@ -113,35 +114,6 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     model.save_pretrained(directory)
     tiny_processor(tokenizer).save_pretrained(directory)
     return directory
-
-
-def free_port() -> int:
-    """A free TCP port for a run's rendezvous, drawn below the kernel's ephemeral range.
-
-    A port from bind(("", 0)) comes from the ephemeral range, where, between our closing it and the launcher
-    binding it, any outgoing connection or gloo listener of a concurrent test (or of another checkout's suite on
-    the same machine) may take it, and a store client retrying against a port nobody listens on yet can even
-    connect to itself; random ports in 20000-32000 avoid all three.
-    """
-    import random
-    import socket
-
-    low, high = 20000, 32000
-    try:
-        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-        high = min(high, ephemeral_low)
-    except (OSError, ValueError, IndexError):
-        pass
-    rng = random.SystemRandom()
-    for _ in range(200):
-        port = rng.randrange(low, high)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port found in 20000-32000")
 
 
 def _descendants(pid: int) -> list[int]:
