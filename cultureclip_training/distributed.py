@@ -94,7 +94,7 @@ def end_processes(accelerator) -> None:
     import gc
 
     accelerator.free_memory()  # accelerate's references to the prepared (DDP-wrapped) models and optimizers
-    gc.collect()  # DDP hooks form reference cycles
+    gc.collect()  # DDP hooks form reference cycles, and free_memory collects before it empties its lists
     accelerator.end_training()  # trackers, then destroy_process_group while this process still runs Python
 
 

@@ -305,7 +305,7 @@ def train(args: TrainArgs, dataset: datasets.Dataset | None = None, model: Any =
         if args.push_to_hub:
             push_artifacts(result.artifacts, args.hub_model_id, private=args.hub_private)
     accelerator.wait_for_everyone()
-    del encoder, optimizer  # see end_processes: no reference to the DDP wrapper may outlive the group
+    del encoder  # see end_processes: no reference to the DDP wrapper may outlive the group
     end_processes(accelerator)
     return result
 

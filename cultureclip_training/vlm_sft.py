@@ -383,7 +383,7 @@ def train_vlm(args: VLMTrainArgs, dataset: Any = None, model: Any = None, proces
         result.adapter_dir = atomic_dir(output / "adapter", write)
     accelerator.wait_for_everyone()
     accelerator.print(f"done: {result.steps} steps, {result.examples_seen} examples")
-    del wrapped, optimizer  # see end_processes: no reference to the DDP wrapper may outlive the group
+    del wrapped  # see end_processes: no reference to the DDP wrapper may outlive the group
     end_processes(accelerator)
     return result
 
