@@ -50,6 +50,10 @@ class Calibration:
         q = float(np.quantile(sims, 1.0 - self.keep_twins, method="lower"))
         self.recommended = math.floor(q * 100 + 1e-9) / 100
 
+    def categories(self) -> list[str]:
+        """The categories of the scored pairs, sorted."""
+        return sorted({p.category for p in self.twins + self.negatives})
+
     def kept_twins(self, threshold: float) -> float:
         """Share of true twins scoring at least `threshold` (the twins stage keeps similarity >= threshold)."""
         return float(np.mean([p.similarity >= threshold for p in self.twins]))
@@ -85,8 +89,7 @@ class Calibration:
         return {
             "embedder": self.embedder, "catalog": self.catalog, "recommended_threshold": self.recommended,
             "keep_twins": self.keep_twins, "auc": round(self.auc(), 4),
-            "auc_by_category": {c: round(a, 4) for c in sorted({p.category for p in self.twins + self.negatives})
-                                if not math.isnan(a := self.auc(c))},
+            "auc_by_category": {c: round(a, 4) for c in self.categories() if not math.isnan(a := self.auc(c))},
             "operating_points": {k: {"threshold": t, "twins_kept": round(self.kept_twins(t), 4),
                                      "negatives_rejected": round(self.rejected_negatives(t), 4)}
                                  for k, t in self.operating_points().items()},
@@ -127,7 +130,7 @@ def format_report(cal: Calibration) -> str:
              f"pairs, {len(cal.negatives)} same-category negatives (all non-twin pairs, different countries)", ""]
     lines.append(f"{'category':<18} {'twins':>5} {'p10':>6} {'p50':>6} {'p90':>6}   {'negs':>5} {'p10':>6} {'p50':>6} "
                  f"{'p90':>6}   rejected at {cal.recommended:.2f}    AUC")
-    for category in sorted({p.category for p in cal.twins + cal.negatives}):
+    for category in cal.categories():
         t = [p.similarity for p in cal.twins if p.category == category]
         n = [p.similarity for p in cal.negatives if p.category == category]
         rej, auc = cal.rejected_negatives(cal.recommended, category), cal.auc(category)
