@@ -52,6 +52,8 @@ def _main(argv: list[str]) -> int:
     cal.add_argument("--embedder", default=None, help="embedder spec (default: the paper recipe's)")
     cal.add_argument("--catalog", default=None, help="twin catalog YAML (default: the packaged Twemoji catalog)")
     cal.add_argument("--keep-twins", type=float_between(0.0, 1.0), default=0.95, help="share of true twins the threshold keeps")
+    cal.add_argument("--image-reference", action="store_true",
+                     help="also measure every pair on the catalog's Twemoji images (are the negatives really unalike?)")
     cal.add_argument("--json", action="store_true", help="print the summary as JSON instead of the report")
     p = sub.add_parser("push", help="upload an exported folder to the Hub")
     p.add_argument("folder")

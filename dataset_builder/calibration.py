@@ -5,6 +5,11 @@ different countries (the full population that "random same-category pairs" sampl
 as the twins stage scores a proposal (`schema.similarity_text` under the given embedder). The recommended threshold
 keeps a chosen share of the true twins (default 95 %), rounded down to 0.01; the report also gives the two other
 operating points a reader wants: the threshold that keeps every twin, and the one that rejects 90 % of negatives.
+
+With `image_reference`, every pair is also measured on the catalog's own Twemoji images (mean absolute pixel
+difference). That tells a catalog author whether its "negatives" really look different: for flat designs such as
+flags, pixels track looks, and a non-twin flag at least as alike as its category's least-alike twin is a look-alike
+no check that keeps every twin may reject. For drawn objects pixels are a crude measure, which the image AUC shows.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 
 from .embedders import TextEmbedder
 from .schema import similarity_text
+from .twemoji import EmojiNotFoundError, emoji_rgba, pixel_difference
 from .twin_catalog import TwinCatalog
 
 
@@ -29,6 +35,7 @@ class ScoredPair:
     b: str
     category: str
     similarity: float
+    pixel_difference: float | None = None  # of the two Twemoji images, only with `image_reference`
 
 
 @dataclass
@@ -75,6 +82,38 @@ class Calibration:
             return float("nan")
         return float(np.mean((t > n) + 0.5 * (t == n)))
 
+    def _pixels(self, category: str) -> tuple[np.ndarray, np.ndarray]:
+        def of(pairs: list[ScoredPair]) -> np.ndarray:
+            return np.array([p.pixel_difference for p in pairs if p.category == category], dtype=float)
+
+        return of(self.twins), of(self.negatives)
+
+    def image_reference(self) -> dict[str, dict[str, float]]:
+        """Per category with twins and negatives (and "all"), measured on the catalog's images: the image AUC (a twin
+        differs less in pixels than a negative), the share of negatives at least as alike in pixels as the category's
+        least-alike twin, and the share of negatives text similarity rejects at the category's own keep-every-twin
+        threshold (the best one threshold per category could do). Empty without `image_reference`."""
+        if any(p.pixel_difference is None for p in self.twins + self.negatives):
+            return {}
+        out: dict[str, dict[str, float]] = {}
+        alike = rejected = total = 0
+        for category in self.categories():
+            t_px, n_px = self._pixels(category)
+            if t_px.size == 0 or n_px.size == 0:
+                continue
+            t_sim = min(p.similarity for p in self.twins if p.category == category)
+            n_sim = np.array([p.similarity for p in self.negatives if p.category == category])
+            c_alike, c_rejected = int(np.sum(n_px <= t_px.max())), int(np.sum(n_sim < t_sim))
+            auc = float(np.mean((t_px[:, None] < n_px[None, :]) + 0.5 * (t_px[:, None] == n_px[None, :])))
+            out[category] = {"image_auc": round(auc, 4), "negatives_alike_by_image": round(c_alike / n_px.size, 4),
+                             "text_rejects_keeping_every_twin": round(c_rejected / n_px.size, 4),
+                             "negatives": int(n_px.size)}
+            alike, rejected, total = alike + c_alike, rejected + c_rejected, total + int(n_px.size)
+        if total:
+            out["all"] = {"negatives_alike_by_image": round(alike / total, 4),
+                          "text_rejects_keeping_every_twin": round(rejected / total, 4), "negatives": total}
+        return out
+
     def operating_points(self) -> dict[str, float]:
         """Named thresholds: recommended, keep every twin, reject 90 % of negatives."""
         negatives = np.array([p.similarity for p in self.negatives])
@@ -94,11 +133,14 @@ class Calibration:
                                      "negatives_rejected": round(self.rejected_negatives(t), 4)}
                                  for k, t in self.operating_points().items()},
             "twins": [p.__dict__ for p in self.twins], "negatives": len(self.negatives),
+            **({"image_reference": ref} if (ref := self.image_reference()) else {}),
         }
 
 
-def calibrate(catalog: TwinCatalog, embedder: TextEmbedder, keep_twins: float = 0.95) -> Calibration:
-    """Score every twin pair and every same-category, different-country non-twin pair of `catalog`."""
+def calibrate(catalog: TwinCatalog, embedder: TextEmbedder, keep_twins: float = 0.95,
+              image_reference: bool = False) -> Calibration:
+    """Score every twin pair and every same-category, different-country non-twin pair of `catalog` (and, with
+    `image_reference`, measure each pair's pixel difference on the catalog's Twemoji images)."""
     if not 0.0 < keep_twins <= 1.0:
         raise ValueError(f"keep_twins must be in (0, 1], got {keep_twins}")
     concepts = list(catalog.concepts.values())
@@ -107,7 +149,8 @@ def calibrate(catalog: TwinCatalog, embedder: TextEmbedder, keep_twins: float = 
 
     def score(a: Any, b: Any) -> ScoredPair:
         sim = float(vectors[row[a.concept_id]] @ vectors[row[b.concept_id]])
-        return ScoredPair(a.concept, b.concept, a.category, round(sim, 6))
+        pixels = round(pixel_difference(a.emoji, b.emoji), 4) if image_reference else None
+        return ScoredPair(a.concept, b.concept, a.category, round(sim, 6), pixels)
 
     twin_ids = {frozenset(p) for p in catalog.pairs}
     twins = [score(catalog.concepts[a], catalog.concepts[b]) for a, b in catalog.pairs]
@@ -145,6 +188,17 @@ def format_report(cal: Calibration) -> str:
               f"{'operating point':<42} {'threshold':>9} {'twins kept':>11} {'negatives rejected':>19}"]
     for name, t in cal.operating_points().items():
         lines.append(f"{name:<42} {t:9.2f} {cal.kept_twins(t):11.0%} {cal.rejected_negatives(t):19.0%}")
+    if ref := cal.image_reference():
+        lines += ["", "image reference (mean pixel difference of the catalog's Twemoji images: it tracks looks for "
+                  "flat designs such as flags,", "crude for drawn objects, as its AUC shows):",
+                  f"{'category':<18} {'negs':>5} {'image AUC':>9} {'negatives as alike as the least-alike twin':>43} "
+                  f"{'text rejects, keeping every twin':>33}"]
+        for category, r in ref.items():
+            auc = f"{r['image_auc']:.3f}" if "image_auc" in r else "-"
+            lines.append(f"{category:<18} {r['negatives']:>5} {auc:>9} {r['negatives_alike_by_image']:>43.0%} "
+                         f"{r['text_rejects_keeping_every_twin']:>33.0%}")
+        lines.append("(last column: at each category's own lowest twin similarity, the most one threshold per "
+                     "category could reject)")
     lines += ["", "lowest-scoring twins:"]
     lines += [f"  {p.similarity:.3f}  {p.a} / {p.b} ({p.category})"
               for p in sorted(cal.twins, key=lambda p: p.similarity)[:5]]
@@ -159,6 +213,8 @@ def run_cli(args: Any) -> str:
     """`calibrate-similarity`: the report (or JSON) for the chosen embedder and catalog."""
     import json
 
+    from cultureclip_guards import BadInput
+
     from .embedders import check_embedder_spec, make_embedder
     from .recipe import load_recipe
     from .twin_catalog import DEFAULT_CATALOG, load_twin_catalog
@@ -166,5 +222,12 @@ def run_cli(args: Any) -> str:
     spec = args.embedder or load_recipe("paper").twins.embedder
     check_embedder_spec(spec, "--embedder")
     catalog = load_twin_catalog(args.catalog or DEFAULT_CATALOG, check_pixels=False)
-    cal = calibrate(catalog, make_embedder(spec), keep_twins=args.keep_twins)
+    if args.image_reference:
+        for c in catalog.concepts.values():
+            try:
+                emoji_rgba(c.emoji or "")
+            except EmojiNotFoundError as exc:
+                raise BadInput(f"{catalog.path}: concept {c.concept!r}: --image-reference needs its Twemoji image: "
+                               f"{exc}") from None
+    cal = calibrate(catalog, make_embedder(spec), keep_twins=args.keep_twins, image_reference=args.image_reference)
     return json.dumps(cal.to_dict(), indent=1, ensure_ascii=False) if args.json else format_report(cal)

@@ -112,6 +112,71 @@ def test_calibration_command_prints_both_distributions():
     summary = json.loads(res.stdout)
     assert summary["embedder"].startswith("offline-hashed-ngram") and len(summary["twins"]) == 40
     assert "Clothing" not in summary["auc_by_category"] and 0.0 <= summary["auc_by_category"]["Symbol"] <= 1.0
+    assert "image_reference" not in summary and "image reference" not in out
+    res = run_cli(["calibrate-similarity", "--image-reference"], timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "image reference (mean pixel difference of the catalog's Twemoji images" in res.stdout
+    res = run_cli(["calibrate-similarity", "--image-reference", "--json"], timeout=300)
+    ref = json.loads(res.stdout)["image_reference"]
+    # Pixels track looks for flat flags, far less for drawn objects; even on its own images the catalog's flag
+    # negatives are not all unalike: a bar that keeps every flag twin (Norway / Iceland swap colours) passes some.
+    assert ref["Symbol"]["image_auc"] > 0.9 > ref["Cuisine"]["image_auc"]
+    assert 0.2 < ref["Symbol"]["negatives_alike_by_image"] < 0.5
+    assert ref["all"]["negatives"] == 740 and ref["all"]["text_rejects_keeping_every_twin"] < 0.9
+
+
+FLAGS = {  # name: (iso, emoji, features); written here so each test controls its own twins
+    "flag of Indonesia": ("ID", "🇮🇩", "two horizontal bands; red upper band; white lower band"),
+    "flag of Monaco": ("MC", "🇲🇨", "two horizontal bands; red upper band; white lower band; taller"),
+    "flag of Poland": ("PL", "🇵🇱", "two horizontal bands; white upper band; red lower band"),
+    "flag of Japan": ("JP", "🇯🇵", "white field; red disc in the centre"),
+    "flag of Norway": ("NO", "🇳🇴", "red field; nordic cross; blue cross with white border"),
+    "flag of Iceland": ("IS", "🇮🇸", "blue field; nordic cross; red cross with white border"),
+}
+
+
+def _flag_catalog(tmp_path, pairs, emoji_of=None):
+    rows = [{"concept": name, "iso_code": iso, "category": "Symbol", "emoji": (emoji_of or {}).get(name, emoji),
+             "context": f"The {name}.", "visual_features": features} for name, (iso, emoji, features) in FLAGS.items()]
+    path = tmp_path / "flags.yaml"
+    path.write_text(json.dumps({"version": 1, "concepts": rows, "pairs": pairs}, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def test_image_reference_measures_whether_negatives_really_look_different(tmp_path):
+    from dataset_builder.twemoji import pixel_difference
+
+    # One near-identical twin: every non-twin flag differs more in pixels, so none is a look-alike by image.
+    near = calibrate(load_twin_catalog(_flag_catalog(tmp_path, [["flag of Indonesia", "flag of Monaco"]])),
+                     HashedNgramEmbedder(), image_reference=True)
+    ref = near.image_reference()["Symbol"]
+    assert ref["negatives"] == 14 and ref["image_auc"] == 1.0 and ref["negatives_alike_by_image"] == 0.0
+    assert all(p.pixel_difference == pytest.approx(pixel_difference(FLAGS[p.a][1], FLAGS[p.b][1]), abs=1e-4)
+               for p in near.twins + near.negatives)
+    # The text column is the most a single Symbol threshold that keeps every twin could reject.
+    lowest = min(p.similarity for p in near.twins)
+    assert ref["text_rejects_keeping_every_twin"] == pytest.approx(near.rejected_negatives(lowest, "Symbol"), abs=1e-4)
+    # A colour-swapped twin (Norway / Iceland) differs in most pixels, so a keep-every-twin bar on images now lets
+    # the Indonesia / Poland swap and others through: the catalog's own images say they are as alike as a twin.
+    swapped = calibrate(load_twin_catalog(_flag_catalog(tmp_path, [["flag of Indonesia", "flag of Monaco"],
+                                                                  ["flag of Norway", "flag of Iceland"]])),
+                        HashedNgramEmbedder(), image_reference=True).image_reference()
+    assert swapped["Symbol"]["negatives"] == 13 and swapped["Symbol"]["negatives_alike_by_image"] > 0.0
+    assert swapped["all"]["negatives"] == 13 and "image_auc" not in swapped["all"]
+    # Without the option nothing is measured on images and the JSON says nothing about them.
+    plain = calibrate(load_twin_catalog(_flag_catalog(tmp_path, [["flag of Indonesia", "flag of Monaco"]])),
+                      HashedNgramEmbedder())
+    assert plain.image_reference() == {} and "image_reference" not in plain.to_dict()
+    assert all(p.pixel_difference is None for p in plain.twins)
+
+
+def test_image_reference_needs_every_concepts_image(tmp_path):
+    path = _flag_catalog(tmp_path, [["flag of Indonesia", "flag of Monaco"]], emoji_of={"flag of Japan": "J"})
+    args = ["calibrate-similarity", "--embedder", "offline-hashed-ngram", "--catalog", str(path)]
+    assert run_cli(args, timeout=120).returncode == 0  # the text-only calibration never opens an image
+    res = run_cli([*args, "--image-reference"], timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert f"{path}: concept 'flag of Japan': --image-reference needs its Twemoji image" in res.stderr
 
 
 def test_generated_twins_are_filtered_by_the_real_model(tmp_path, minilm):
