@@ -25,7 +25,8 @@ class BackendSpec:
 @dataclass
 class BottomUpSettings:
     """Reading WIT (Wikipedia image-text, its real columns) in streaming mode: the text pre-filter applied before
-    any VLM call, the bounds, and the image fetch from `image_url`."""
+    any VLM call, the bounds (counted in language entries for wikimedia/wit_base), and the image fetch from
+    `image_url` for corpora that do not carry the image."""
 
     split: str = "train"
     revision: str | None = None
@@ -53,8 +54,8 @@ class ConceptSettings:
     catalog: str | None = None  # curated catalog path; None = the packaged Twemoji catalog
     countries: list[str] | str = "all"  # ISO codes or "all"
     categories: list[str] | str = "all"
-    # bottom-up: a WIT-layout corpus: Hub id, local folder or file (.parquet/.jsonl/.tsv[.gz]), or a datasets
-    # builder name ("csv", "parquet", "json") with bottom_up.data_files
+    # bottom-up: a WIT-layout corpus: Hub id (wikimedia/wit_base, whose images come embedded), local folder or file
+    # (.parquet/.jsonl/.tsv[.gz]), or a datasets builder name ("csv", "parquet", "json") with bottom_up.data_files
     corpus: str | None = None
     bottom_up: BottomUpSettings = field(default_factory=BottomUpSettings)
     prompt: str = "concept.v1"

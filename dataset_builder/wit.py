@@ -6,6 +6,12 @@ Rows have WIT's real columns (google/wit: `language`, `page_url`, `image_url`, `
 `attribution_passes_lang_id`, `page_changed_recently`, `context_page_description`, `context_section_description`).
 They are read with `datasets` in streaming mode, from a Hub id, a local folder or file, or a builder name plus data
 files (Google's `wit_v1.*.tsv.gz` files: `corpus: csv`, `data_files: [...]`, `load_options: {sep: "\\t"}`).
+`google/wit` on the Hub is a loading script, which `datasets` >= 4 refuses.
+
+The Hub's parquet copy, `wikimedia/wit_base`, has one row per image: the image itself (about 300 px), `image_url`,
+`mime_type`, sizes, `caption_attribution_description`, a ResNet `embedding`, and the page fields per language in
+`wit_features`. `open_corpus` turns each of its rows into one row per language entry with the columns above, and
+keeps the embedded image (undecoded) under `image`, so the stage uses it instead of fetching the URL.
 
 `screen` is the text-only pre-filter that runs before any image is fetched or any VLM is asked; it bounds the number
 of rows read and kept and counts every drop by reason. `HttpImageFetcher` fetches `image_url`; the stage takes any
@@ -36,6 +42,9 @@ WIT_COLUMNS = (
     "context_page_description", "context_section_description",
 )
 REQUIRED_COLUMNS = ("page_title", "image_url")
+# wikimedia/wit_base: the image-level columns copied onto every language entry of `wit_features`.
+IMAGE_LEVEL_COLUMNS = ("image_url", "mime_type", "original_height", "original_width",
+                       "caption_attribution_description")
 # Text the pre-filter searches for a country mention.
 TEXT_COLUMNS = ("page_title", "section_title", "caption_reference_description", "context_page_description",
                 "context_section_description")
@@ -69,7 +78,7 @@ def _flag(value: Any) -> bool:
 
 def open_corpus(corpus: str, settings: Any) -> Iterator[dict[str, Any]]:
     """Stream the rows of `corpus` (see the module docstring); `settings` is the recipe's BottomUpSettings."""
-    from datasets import load_dataset
+    from datasets import Image, load_dataset
 
     options: dict[str, Any] = dict(settings.load_options)
     path = Path(corpus)
@@ -90,26 +99,54 @@ def open_corpus(corpus: str, settings: Any) -> Iterator[dict[str, Any]]:
             raise CorpusError(f"corpus {corpus!r} is a datasets builder: set concepts.bottom_up.data_files")
     try:
         stream = load_dataset(**args, split=settings.split, streaming=True, **options)
+        if isinstance((stream.features or {}).get("image"), Image):
+            stream = stream.cast_column("image", Image(decode=False))  # decode only the candidates' images
         iterator = iter(stream)
         first = next(iterator, None)
     except (FileNotFoundError, ValueError, RuntimeError, ConnectionError) as exc:
-        raise CorpusError(f"{corpus}: cannot open it with datasets ({type(exc).__name__}: {str(exc)[:300]})") from None
+        hint = (" (a loading script: for WIT use wikimedia/wit_base, or Google's wit_v1 .tsv.gz files with "
+                "corpus: csv)" if "scripts are no longer supported" in str(exc) else "")
+        detail = f"{type(exc).__name__}: {str(exc)[:300]}"
+        raise CorpusError(f"{corpus}: cannot open it with datasets ({detail}){hint}") from None
     if first is None:
         return
-    missing = [c for c in REQUIRED_COLUMNS if c not in first]
+    wikimedia = "wit_features" in first
+    required = ("wit_features", "image_url") if wikimedia else REQUIRED_COLUMNS
+    missing = [c for c in required if c not in first]
     if missing:
         raise CorpusError(f"{corpus}: not a WIT layout: missing column(s) {missing}; found {sorted(first)}")
-    yield first
-    index = 1
-    while True:
+    row: dict[str, Any] | None = first
+    index = 0
+    while row is not None:
+        yield from language_rows(row) if wikimedia else (row,)
+        index += 1
         try:
-            row = next(iterator)
-        except StopIteration:
-            return
+            row = next(iterator, None)
         except (TypeError, ValueError, OSError) as exc:  # a shard with another schema, a truncated file, ...
             raise CorpusError(f"{corpus}: cannot read row {index} ({type(exc).__name__}: {str(exc)[:300]})") from None
-        yield row
-        index += 1
+
+
+def language_rows(row: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """One google/wit-layout row per language entry of a wikimedia/wit_base row, each carrying the row's image.
+
+    `wit_features` arrives as a list of entries from a bare parquet file, or as a dict of equal-length lists where
+    the dataset card declares it a `sequence` (datasets' `Sequence` of a dict), as wikimedia/wit_base's does."""
+    entries = row.get("wit_features") or []
+    if isinstance(entries, dict):
+        n = len(next(iter(entries.values()), []))
+        entries = [{k: v[i] for k, v in entries.items()} for i in range(n)]
+    for entry in entries:
+        flat = {**entry, **{c: row.get(c) for c in IMAGE_LEVEL_COLUMNS}, "image": row.get("image")}
+        flat["image_url"] = text(row.get("image_url")) or text(entry.get("image_url"))
+        yield flat
+
+
+def embedded_image(row: dict[str, Any]) -> bytes | None:
+    """The encoded image a row carries (wikimedia/wit_base's `image`, undecoded), or None."""
+    value = row.get("image")
+    if isinstance(value, dict) and isinstance(value.get("bytes"), bytes) and value["bytes"]:
+        return value["bytes"]
+    return None
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 1. Stream the corpus (`dataset_builder.wit.open_corpus`) and apply the text-only pre-filter (`wit.screen`): bounded
    rows, every drop counted by reason; no image is fetched and no model is asked for a dropped row.
-2. For each candidate, fetch `image_url` (the injectable `fetch`, by default `wit.HttpImageFetcher`), decode and
-   downscale it; failures are counted rejections (`fetch_failed`, `unreadable_image`).
+2. For each candidate, take the image the corpus carries (wikimedia/wit_base embeds one) or else fetch `image_url`
+   (the injectable `fetch`, by default `wit.HttpImageFetcher`); decode and downscale it. Failures are counted
+   rejections (`fetch_failed`, `unreadable_image`); each record says whether its image was embedded or fetched.
 3. Ask the VLM (bottomup.v2) whether the page is a cultural concept, and for its country, category, context and
    visual features. The page title is kept as the concept name. The country goes through the catalog's resolver
    (names models write, aliases); an unresolvable one is the counted rejection `unknown_country`.
@@ -14,6 +15,7 @@ The screening counts are written to `run/concepts/screening.json` (see `screenin
 from __future__ import annotations
 
 import io
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,7 +26,8 @@ from ..parsing import Rejected, parse_bottom_up
 from ..prompts import load_prompt, make_request
 from ..runstore import atomic_write_json, derive_seed, read_json, sha256_bytes, short_hash
 from ..schema import make_concept
-from ..wit import Candidate, FetchError, HttpImageFetcher, ImageFetcher, open_corpus, screen, text
+from ..wit import (Candidate, FetchError, HttpImageFetcher, ImageFetcher, embedded_image, open_corpus, screen,
+                   text)
 from .common import RunContext, load_records, ok, rejected, run_items
 from .concept_records import STAGE, dedupe
 
@@ -66,26 +69,32 @@ def run_bottom_up(ctx: RunContext, fetch: ImageFetcher | None = None) -> list:
     prompt = load_prompt(ctx.recipe.concepts.bottom_up_prompt)
     by_key = {candidate_key(c): c for c in screening.candidates}
 
-    def fetched(key: str) -> tuple[str, Image.Image | dict[str, Any], str | None]:
+    def fetched(key: str) -> tuple[str, Image.Image | dict[str, Any], str | None, str]:
         c = by_key[key]
+        data, source = embedded_image(c.row), "embedded"
+        if data is None:
+            source = "fetched"
+            try:
+                data = fetch(c.image_url)
+            except (FetchError, OSError, ValueError) as exc:
+                failed = rejected("fetch_failed", title=c.title, url=c.image_url, detail=str(exc)[:300])
+                return key, failed, None, source
         try:
-            data = fetch(c.image_url)
-        except (FetchError, OSError, ValueError) as exc:
-            return key, rejected("fetch_failed", title=c.title, url=c.image_url, detail=str(exc)[:300]), None
-        try:
-            return key, _decode(data, settings.max_image_side), sha256_bytes(data)
+            return key, _decode(data, settings.max_image_side), sha256_bytes(data), source
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            return key, rejected("unreadable_image", title=c.title, url=c.image_url, detail=str(exc)[:300]), None
+            return key, rejected("unreadable_image", title=c.title, url=c.image_url, image_source=source,
+                                 detail=str(exc)[:300]), None, source
 
     def process(batch: list[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        requests, req_keys, digests = [], [], {}
+        requests, req_keys, digests, sources = [], [], {}, {}
         with ThreadPoolExecutor(max_workers=max(1, settings.fetch_workers)) as pool:
             results = list(pool.map(fetched, batch))
-        for key, image, digest in results:
+        for key, image, digest, source in results:
             if isinstance(image, dict):
                 out[key] = image
                 continue
+            sources[key] = source
             c = by_key[key]
             fields = {"title": c.title, "context": text(c.row.get("context_page_description"))[:_CONTEXT_CHARS],
                       "caption": text(c.row.get("caption_reference_description")) or "(none)",
@@ -97,8 +106,8 @@ def run_bottom_up(ctx: RunContext, fetch: ImageFetcher | None = None) -> list:
         answers = ctx.text_backend.generate(requests) if requests else []
         for key, req, answer in zip(req_keys, requests, answers):
             c = by_key[key]
-            meta = {"title": c.title, "url": c.image_url, "image_sha256": digests[key], "answer": str(answer)[:2000],
-                    "seed": req.seed, "prompt": prompt.version}
+            meta = {"title": c.title, "url": c.image_url, "image_sha256": digests[key], "image_source": sources[key],
+                    "answer": str(answer)[:2000], "seed": req.seed, "prompt": prompt.version}
             try:
                 parsed = parse_bottom_up(answer)
                 if not parsed["keep"]:
@@ -117,4 +126,8 @@ def run_bottom_up(ctx: RunContext, fetch: ImageFetcher | None = None) -> list:
 
     keys = list(by_key)
     run_items(ctx, STAGE, keys, ctx.recipe.text_batch_size, process)
-    return dedupe(load_records(ctx, STAGE, keys))[0]
+    records = load_records(ctx, STAGE, keys)
+    sources = Counter(r.get("image_source", "fetched") for r in records.values() if r.get("reason") != "fetch_failed")
+    ctx.log(f"bottom-up images: {sources['embedded']} carried by the corpus, {sources['fetched']} fetched, "
+            f"{sum(r.get('reason') == 'fetch_failed' for r in records.values())} failed to fetch")
+    return dedupe(records)[0]

@@ -225,6 +225,120 @@ def test_injected_fetch_and_the_google_wit_tsv_layout(tmp_path):
     assert screening_summary(ctx)["dropped"]["no_image_url"] == 1  # the empty TSV cell
 
 
+# wikimedia/wit_base (the Hub's parquet WIT): one row per image with the image embedded, and the page fields per
+# language in `wit_features`, as its dataset card declares them.
+WIT_BASE_ENTRY = ("language", "page_url", "image_url", "attribution_passes_lang_id", "caption_alt_text_description",
+                  "caption_reference_description", "caption_title_and_reference_description",
+                  "context_page_description", "context_section_description", "hierarchical_section_title",
+                  "is_main_image", "page_changed_recently", "page_title", "section_title")
+WIT_BASE_BOOLS = ("attribution_passes_lang_id", "is_main_image", "page_changed_recently")
+WIT_BASE_CARD = """---
+license: cc-by-sa-4.0
+dataset_info:
+  features:
+  - {name: image, dtype: image}
+  - {name: image_url, dtype: string}
+  - {name: embedding, sequence: float32}
+  - {name: metadata_url, dtype: string}
+  - {name: original_height, dtype: int32}
+  - {name: original_width, dtype: int32}
+  - {name: mime_type, dtype: string}
+  - {name: caption_attribution_description, dtype: string}
+  - name: wit_features
+    sequence:
+%s
+  splits:
+  - {name: train, num_bytes: 1270000, num_examples: 5}
+---
+""" % "\n".join("    - {name: %s, dtype: %s}" % (c, "bool" if c in WIT_BASE_BOOLS else "string") for c in WIT_BASE_ENTRY)
+
+
+def wit_base_rows(base: str) -> list[dict]:
+    def entry(language: str, title: str, context: str) -> dict:
+        e = {c: None for c in WIT_BASE_ENTRY}
+        e.update(language=language, page_url=f"https://{language}.wikipedia.org/wiki/{title.replace(' ', '_')}",
+                 page_title=title, context_page_description=context, is_main_image=True,
+                 attribution_passes_lang_id=True, page_changed_recently=False)
+        return e
+
+    def row(name: str, image: bytes | None, *entries: dict) -> dict:
+        url = f"{base}/{name}"
+        return {"image": None if image is None else {"bytes": image, "path": name}, "image_url": url,
+                "embedding": [0.01] * 2048, "metadata_url": f"https://commons.wikimedia.org/wiki/File:{name}",
+                "original_height": 600, "original_width": 800, "mime_type": "image/png",
+                "caption_attribution_description": f"English: {name}",
+                "wit_features": [{**e, "image_url": url} for e in entries]}
+
+    return [
+        row("Kimono.png", _png("👘", 300), entry("en", "Kimono", "The kimono is a traditional Japanese garment."),
+            entry("ja", "着物", "日本の伝統衣装。")),
+        row("Flag_CI.png", _png("🇨🇮", 300), entry("fr", "Drapeau de la Côte d'Ivoire", "Le drapeau ivoirien."),
+            entry("en", "Flag of Ivory Coast", "The national flag of Ivory Coast has three bands.")),
+        row("Pierogi.png", _png("🥟", 300), entry("en", "Pierogi", "Pierogi are filled dumplings from Polish cuisine."),
+            entry("pl", "Pierogi", "Pierogi to potrawa kuchni polskiej.")),
+        row("Vase.png", b"<html>not an image</html>", entry("en", "Atlantean vase", "A vase said to come from Greece.")),
+        row("Tea.png", None, entry("en", "Tea", "Tea is drunk in China and everywhere else.")),
+    ]
+
+
+@pytest.mark.parametrize("layout", ["hub card", "bare parquet"])
+def test_wikimedia_wit_base_layout_uses_its_embedded_images(tmp_path, layout):
+    """wikimedia/wit_base as published: with its card (wit_features read as a dict of lists, the image as
+    datasets.Image) and as a bare parquet file (a list of structs); one candidate per language entry."""
+    from datasets import Dataset, Features, Sequence, Value
+    from datasets import Image as ImageFeature
+
+    base = "https://upload.wikimedia.org/wikipedia/commons"
+    rows = wit_base_rows(base)
+    folder = tmp_path / "wit_base"
+    (folder / "data").mkdir(parents=True)
+    shard = folder / "data" / "train-00000-of-00330.parquet"
+    if layout == "hub card":
+        kinds = {c: Value("bool" if c in WIT_BASE_BOOLS else "string") for c in WIT_BASE_ENTRY}
+        features = Features({"image": ImageFeature(), "image_url": Value("string"),
+                             "embedding": Sequence(Value("float32")), "metadata_url": Value("string"),
+                             "original_height": Value("int32"), "original_width": Value("int32"),
+                             "mime_type": Value("string"), "caption_attribution_description": Value("string"),
+                             "wit_features": Sequence(kinds)})
+        # datasets' Sequence of a dict is a dict of equal-length lists, in and out
+        columnar = [{**r, "wit_features": {c: [e[c] for e in r["wit_features"]] for c in WIT_BASE_ENTRY}}
+                    for r in rows]
+        Dataset.from_list(columnar, features=features).to_parquet(str(shard))
+        (folder / "README.md").write_text(WIT_BASE_CARD, encoding="utf-8")
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), shard)
+    fetched: list[str] = []
+
+    def fetch(url: str) -> bytes:
+        fetched.append(url)
+        return _png("🍵")
+
+    vlm = ScriptedVLM()
+    ctx = RunContext(run_dir=tmp_path / "run", recipe=_recipe(str(folder)), text_backend=vlm, progress=False)
+    kept = concepts_stage.run(ctx, fetch=fetch)
+    assert sorted((c.concept, c.iso_code) for c in kept) == [("Flag of Ivory Coast", "CI"), ("Kimono", "JP"),
+                                                              ("Pierogi", "PL")]
+    summary = screening_summary(ctx)
+    assert summary["screened"] == 8 and summary["dropped"] == {"language": 3} and summary["candidates"] == 5
+    # the corpus's own images were used; only the row without one was fetched
+    assert fetched == [f"{base}/Tea.png"]
+    records = ctx.store("concepts").all_records()
+    assert sorted((r.get("title"), r.get("image_source")) for r in records) == [
+        ("Atlantean vase", "embedded"), ("Flag of Ivory Coast", "embedded"), ("Kimono", "embedded"),
+        ("Pierogi", "embedded"), ("Tea", "fetched")]
+    assert status_counts(records) == {"kept": 3, "rejected:not_cultural": 1, "rejected:unreadable_image": 1}
+    assert sorted(vlm.asked) == ["Flag of Ivory Coast", "Kimono", "Pierogi", "Tea"]
+    assert max(max(s) for s in vlm.image_sizes) <= 48  # embedded 300 px images are downscaled like fetched ones
+
+
+def test_a_loading_script_corpus_gets_a_pointer_to_the_parquet_copy(tmp_path):
+    folder = tmp_path / "wit"
+    folder.mkdir()
+    (folder / "wit.py").write_text("import datasets\n")  # what google/wit on the Hub is
+    with pytest.raises(CorpusError, match=r"Dataset scripts are no longer supported.*use wikimedia/wit_base"):
+        list(open_corpus(str(folder), load_recipe("demo").concepts.bottom_up))
+
+
 def test_screen_bounds_and_languages():
     rows = corpus_rows("http://h")
     settings = dataclasses.replace(load_recipe("demo").concepts.bottom_up, max_screened=100, max_candidates=2)
