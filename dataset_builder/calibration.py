@@ -7,9 +7,10 @@ keeps a chosen share of the true twins (default 95 %), rounded down to 0.01; the
 operating points a reader wants: the threshold that keeps every twin, and the one that rejects 90 % of negatives.
 
 With `image_reference`, every pair is also measured on the catalog's own Twemoji images (mean absolute pixel
-difference). That tells a catalog author whether its "negatives" really look different: for flat designs such as
-flags, pixels track looks, and a non-twin flag at least as alike as its category's least-alike twin is a look-alike
-no check that keeps every twin may reject. For drawn objects pixels are a crude measure, which the image AUC shows.
+difference). That tells a catalog author whether its "negatives" really look different. For flat designs such as
+flags pixels track looks (though a colour swap counts as unalike), and a non-twin flag that differs no more than its
+category's least-alike twin is, by this measure, as much a look-alike as that twin. For drawn objects pixels are a
+crude measure, which the image AUC shows.
 """
 
 from __future__ import annotations
@@ -82,12 +83,6 @@ class Calibration:
             return float("nan")
         return float(np.mean((t > n) + 0.5 * (t == n)))
 
-    def _pixels(self, category: str) -> tuple[np.ndarray, np.ndarray]:
-        def of(pairs: list[ScoredPair]) -> np.ndarray:
-            return np.array([p.pixel_difference for p in pairs if p.category == category], dtype=float)
-
-        return of(self.twins), of(self.negatives)
-
     def image_reference(self) -> dict[str, dict[str, float]]:
         """Per category with twins and negatives (and "all"), measured on the catalog's images: the image AUC (a twin
         differs less in pixels than a negative), the share of negatives at least as alike in pixels as the category's
@@ -98,7 +93,8 @@ class Calibration:
         out: dict[str, dict[str, float]] = {}
         alike = rejected = total = 0
         for category in self.categories():
-            t_px, n_px = self._pixels(category)
+            t_px, n_px = (np.array([p.pixel_difference for p in pairs if p.category == category], dtype=float)
+                          for pairs in (self.twins, self.negatives))
             if t_px.size == 0 or n_px.size == 0:
                 continue
             t_sim = min(p.similarity for p in self.twins if p.category == category)
