@@ -69,7 +69,7 @@ def run_bottom_up(ctx: RunContext, fetch: ImageFetcher | None = None) -> list:
     prompt = load_prompt(ctx.recipe.concepts.bottom_up_prompt)
     by_key = {candidate_key(c): c for c in screening.candidates}
 
-    def fetched(key: str) -> tuple[str, Image.Image | dict[str, Any], str | None, str]:
+    def load_image(key: str) -> tuple[str, Image.Image | dict[str, Any], str | None, str]:
         c = by_key[key]
         data, source = embedded_image(c.row), "embedded"
         if data is None:
@@ -89,7 +89,7 @@ def run_bottom_up(ctx: RunContext, fetch: ImageFetcher | None = None) -> list:
         out: dict[str, dict[str, Any]] = {}
         requests, req_keys, digests, sources = [], [], {}, {}
         with ThreadPoolExecutor(max_workers=max(1, settings.fetch_workers)) as pool:
-            results = list(pool.map(fetched, batch))
+            results = list(pool.map(load_image, batch))
         for key, image, digest, source in results:
             if isinstance(image, dict):
                 out[key] = image
