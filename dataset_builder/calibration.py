@@ -77,11 +77,8 @@ class Calibration:
 
         Within a category the question is the twins stage's own (is this proposal more alike than its category's
         usual pair?); pooled, one threshold must also serve categories whose usual pairs differ in similarity."""
-        t = np.array([p.similarity for p in self.twins if category is None or p.category == category])[:, None]
-        n = np.array([p.similarity for p in self.negatives if category is None or p.category == category])[None, :]
-        if t.size == 0 or n.size == 0:
-            return float("nan")
-        return float(np.mean((t > n) + 0.5 * (t == n)))
+        return _auc([p.similarity for p in self.twins if category is None or p.category == category],
+                    [p.similarity for p in self.negatives if category is None or p.category == category])
 
     def image_reference(self) -> dict[str, dict[str, float]]:
         """Per category with twins and negatives (and "all"), measured on the catalog's images: the image AUC (a twin
@@ -97,11 +94,11 @@ class Calibration:
                           for pairs in (self.twins, self.negatives))
             if t_px.size == 0 or n_px.size == 0:
                 continue
-            t_sim = min(p.similarity for p in self.twins if p.category == category)
-            n_sim = np.array([p.similarity for p in self.negatives if p.category == category])
-            c_alike, c_rejected = int(np.sum(n_px <= t_px.max())), int(np.sum(n_sim < t_sim))
-            auc = float(np.mean((t_px[:, None] < n_px[None, :]) + 0.5 * (t_px[:, None] == n_px[None, :])))
-            out[category] = {"image_auc": round(auc, 4), "negatives_alike_by_image": round(c_alike / n_px.size, 4),
+            lowest_twin = min(p.similarity for p in self.twins if p.category == category)
+            c_alike = int(np.sum(n_px <= t_px.max()))
+            c_rejected = round(self.rejected_negatives(lowest_twin, category) * n_px.size)
+            out[category] = {"image_auc": round(_auc(-t_px, -n_px), 4),  # a twin differs less in pixels
+                             "negatives_alike_by_image": round(c_alike / n_px.size, 4),
                              "text_rejects_keeping_every_twin": round(c_rejected / n_px.size, 4),
                              "negatives": int(n_px.size)}
             alike, rejected, total = alike + c_alike, rejected + c_rejected, total + int(n_px.size)
@@ -131,6 +128,14 @@ class Calibration:
             "twins": [p.__dict__ for p in self.twins], "negatives": len(self.negatives),
             **({"image_reference": ref} if (ref := self.image_reference()) else {}),
         }
+
+
+def _auc(twins: Any, negatives: Any) -> float:
+    """Probability that a twin's score exceeds a negative's (ties count half); nan if either side is empty."""
+    t, n = np.asarray(twins, dtype=float)[:, None], np.asarray(negatives, dtype=float)[None, :]
+    if t.size == 0 or n.size == 0:
+        return float("nan")
+    return float(np.mean((t > n) + 0.5 * (t == n)))
 
 
 def calibrate(catalog: TwinCatalog, embedder: TextEmbedder, keep_twins: float = 0.95,
